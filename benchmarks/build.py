@@ -1,0 +1,97 @@
+"""Build speed: essays per second for a full build of 1,000 essays, and a one-essay
+rebuild's wall time beside `newsletter --help`'s start-up time. Prints figures only.
+
+Goals: at least 200 essays per second on a 2-core machine; a one-essay rebuild
+within 1.5x of the start-up time.
+
+    python benchmarks/build.py [--essays N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from newsletter.build import build  # noqa: E402
+from newsletter.config import load_settings  # noqa: E402
+
+
+def make_project(folder: Path, count: int) -> None:
+    shutil.copytree(REPO / "templates", folder / "templates")
+    shutil.copy(REPO / "newsletter.toml", folder / "newsletter.toml")
+    issues = folder / "issues"
+    issues.mkdir()
+    samples = sorted((REPO / "issues").glob("*.md"))
+    for n in range(count):
+        text = samples[n % len(samples)].read_text(encoding="utf-8")
+        day = 1 + n % 28
+        text = text.replace("date: 2017-", f"date: {2000 + n // 336}-", 1)
+        text = text.replace("\n---\n", f"\n---\n\nGenerated essay number {n} (day {day}).\n", 1)
+        (issues / f"essay-{n:05d}.md").write_text(text, encoding="utf-8")
+
+
+def wall(command: list[str], cwd: Path, runs: int = 7) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=cwd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--essays", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_project(root, args.essays)
+        settings = load_settings(root, environ={})
+        start = time.perf_counter()
+        report = build(settings)
+        elapsed = time.perf_counter() - start
+        assert report.ok and len(report.built) == args.essays, report.errors[:3]
+        print(f"full build: {args.essays} essays in {elapsed:.2f} s = {args.essays / elapsed:.0f} essays/s (goal >= 200)")
+
+        start = time.perf_counter()
+        build(settings)
+        print(f"no-change rebuild of {args.essays} essays: {time.perf_counter() - start:.2f} s")
+
+        small = root / "small"
+        small.mkdir()
+        make_project(small, 7)
+        newsletter = [sys.executable, "-m", "newsletter.cli"]
+        subprocess.run([*newsletter, "build"], cwd=small, check=True, stdout=subprocess.DEVNULL)
+        essay = small / "issues" / "essay-00003.md"
+        times = []
+        for n in range(7):
+            essay.write_text(essay.read_text(encoding="utf-8") + f"\nEdit {n}.\n", encoding="utf-8")
+            start = time.perf_counter()
+            subprocess.run([*newsletter, "build"], cwd=small, check=True, stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - start)
+        rebuild = statistics.median(times)
+        startup = wall([*newsletter, "--help"], small)
+        settings = load_settings(small, environ={})
+        in_process = []
+        for n in range(7):
+            essay.write_text(essay.read_text(encoding="utf-8") + f"\nMore {n}.\n", encoding="utf-8")
+            start = time.perf_counter()
+            build(settings)
+            in_process.append(time.perf_counter() - start)
+        print(f"one-essay rebuild inside a running process (as `newsletter preview` does): "
+              f"{statistics.median(in_process) * 1000:.0f} ms")
+        print(f"one-essay rebuild: {rebuild * 1000:.0f} ms; `newsletter --help`: {startup * 1000:.0f} ms; "
+              f"ratio {rebuild / startup:.2f}x (goal <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()

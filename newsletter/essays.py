@@ -1,0 +1,188 @@
+"""issues/*.md → Essay, with the front matter checked.
+
+Every problem is reported as an EssayError that names the file, the line and
+what to change, so that one bad essay never hides behind a stack trace.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import frontmatter
+import yaml
+
+REQUIRED_KEYS = ("title", "date")
+OPTIONAL_KEYS = ("summary", "slug")
+ALLOWED_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
+DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}-")
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class EssayError(Exception):
+    """An essay cannot be read; str() gives 'file:line: what is wrong and what to do'."""
+
+    def __init__(self, path: Path, line: int | None, message: str):
+        self.path = path
+        self.line = line
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Essay:
+    path: Path
+    slug: str
+    title: str
+    date: dt.date
+    summary: str
+    body: str
+    digest: str  # of the file's bytes: what the incremental build compares
+
+    @property
+    def short_slug(self) -> str:
+        """The slug without its date prefix, which editors may type instead."""
+        return DATE_PREFIX.sub("", self.slug)
+
+
+def _key_line(text: str, key: str) -> int | None:
+    """The line of `key:` in the front matter (the opening --- is line 1)."""
+    for number, line in enumerate(text.splitlines()[1:], start=2):
+        if line.strip() == "---":
+            return None
+        if re.match(rf"^{re.escape(key)}\s*:", line):
+            return number
+    return None
+
+
+def _closing_line(text: str) -> int:
+    for number, line in enumerate(text.splitlines()[1:], start=2):
+        if line.strip() == "---":
+            return number
+    return 1
+
+
+def _parse_date(path: Path, text: str, value: object) -> dt.date:
+    line = _key_line(text, "date")
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise EssayError(
+            path, line, f"date {value!r} is not a date; write it as YYYY-MM-DD, e.g. date: 2017-03-06"
+        ) from None
+
+
+def read_essay(path: Path) -> Essay:
+    """Read and check one essay file."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise EssayError(path, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    if not text.lstrip("\ufeff").startswith("---"):
+        raise EssayError(
+            path, 1, "has no front matter; start the file with a '---' line, then 'title:' and 'date:', then '---'"
+        )
+    try:
+        post = frontmatter.loads(text)
+    except yaml.YAMLError as exc:
+        # The context mark is where the broken construct starts; the problem mark can be far below it.
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        # python-frontmatter hands YAML the text from the end of the opening --- line on.
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise EssayError(path, line, f"front matter is not valid YAML ({problem}); check quoting and colons") from None
+    except ValueError as exc:  # YAML read something date-shaped that is no real date
+        raise EssayError(
+            path, _key_line(text, "date"), f"date is not a real date ({exc}); write it as YYYY-MM-DD, e.g. date: 2017-03-06"
+        ) from None
+
+    meta = post.metadata
+    for key in meta:
+        if key not in ALLOWED_KEYS:
+            raise EssayError(
+                path,
+                _key_line(text, str(key)),
+                f"unknown front matter key '{key}'; allowed keys are {', '.join(ALLOWED_KEYS)}",
+            )
+    for key in REQUIRED_KEYS:
+        if meta.get(key) in (None, ""):
+            raise EssayError(path, _closing_line(text), f"front matter has no '{key}'; add a line '{key}: …'")
+    title = meta["title"]
+    if not isinstance(title, str):
+        raise EssayError(path, _key_line(text, "title"), "title must be text; put it in quotes")
+    summary = meta.get("summary") or ""
+    if not isinstance(summary, str):
+        raise EssayError(path, _key_line(text, "summary"), "summary must be text; put it in quotes")
+    slug = meta.get("slug") or path.stem
+    if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
+        raise EssayError(
+            path,
+            _key_line(text, "slug"),
+            f"slug {slug!r} may hold only lower-case letters, digits and hyphens; rename the file or set 'slug:'",
+        )
+    return Essay(
+        path=path,
+        slug=slug,
+        title=title.strip(),
+        date=_parse_date(path, text, meta["date"]),
+        summary=summary.strip(),
+        body=post.content,
+        digest=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def essay_paths(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.md") if p.is_file())
+
+
+def read_essays(folder: Path) -> tuple[list[Essay], list[EssayError]]:
+    """Every essay in `folder` that reads cleanly, and an error for each one that does not.
+
+    Two essays with the same slug are both refused: neither may silently win.
+    """
+    essays: list[Essay] = []
+    errors: list[EssayError] = []
+    for path in essay_paths(folder):
+        try:
+            essays.append(read_essay(path))
+        except EssayError as exc:
+            errors.append(exc)
+    by_slug: dict[str, list[Essay]] = {}
+    for essay in essays:
+        by_slug.setdefault(essay.slug, []).append(essay)
+    clean = []
+    for essay in essays:
+        twins = [other for other in by_slug[essay.slug] if other is not essay]
+        if twins:
+            errors.append(
+                EssayError(
+                    essay.path,
+                    None,
+                    f"duplicate slug '{essay.slug}', also used by {twins[0].path.name}; rename one file or set 'slug:'",
+                )
+            )
+        else:
+            clean.append(essay)
+    return clean, errors
+
+
+def find_essay(essays: list[Essay], name: str) -> Essay | None:
+    """The essay an editor means by `name`: its slug, or its slug without the date prefix."""
+    name = name.removesuffix(".md")
+    for essay in essays:
+        if essay.slug == name:
+            return essay
+    matches = [essay for essay in essays if essay.short_slug == name]
+    return matches[0] if len(matches) == 1 else None

@@ -1,0 +1,147 @@
+"""Essay → the finished email (HTML with inlined CSS, and text) and its web page.
+
+The email is rendered and inlined once per issue. What differs per recipient
+is left as a placeholder (see personalize.py), so a personal copy costs one
+string substitution, never a render.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from markdown_it import MarkdownIt
+
+from .config import Settings
+from .essays import Essay
+from .personalize import UNSUBSCRIBE_PLACEHOLDER
+from .textpart import markdown_to_text
+
+TEMPLATE_NAMES = ("email.html.j2", "email.txt.j2", "web.html.j2", "page.html.j2")
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    slug: str
+    email_html: str
+    email_text: str
+    web_html: str
+
+
+def markdown() -> MarkdownIt:
+    return MarkdownIt("commonmark", {"html": False, "linkify": False})
+
+
+def template_environment(folder: Path) -> jinja2.Environment:
+    """Templates from the project's templates/ folder; HTML and XML autoescaped, text not."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=lambda name: name is not None and not name.endswith(".txt.j2"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def templates_digest(folder: Path) -> str:
+    """Changes whenever any template changes: part of every issue's build key."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def issue_url(settings: Settings, slug: str) -> str:
+    return f"{settings.base_url.rstrip('/')}/{slug}/"
+
+
+_premailer_class = None
+
+
+def _premailer():
+    """Premailer, remembering its parse of each stylesheet: every issue shares one."""
+    global _premailer_class
+    if _premailer_class is None:
+        from premailer import Premailer  # imported here: it is slow to import and only builds need it
+
+        rules_cache: dict[tuple, object] = {}
+        text_cache: dict[tuple, str] = {}
+
+        class SharedStylesPremailer(Premailer):
+            def _parse_style_rules(self, css_body, ruleset_index):  # noqa: ANN001, ANN202
+                key = (css_body, ruleset_index, self.strip_important)
+                if key not in rules_cache:
+                    rules_cache[key] = super()._parse_style_rules(css_body, ruleset_index)
+                return rules_cache[key]
+
+            def _css_rules_to_string(self, rules):  # noqa: ANN001, ANN202
+                key = tuple(id(rule) for rule in rules)  # the rules themselves live in rules_cache
+                if key not in text_cache:
+                    text_cache[key] = super()._css_rules_to_string(rules)
+                return text_cache[key]
+
+        _premailer_class = SharedStylesPremailer
+    return _premailer_class
+
+
+def inline_css(html: str) -> str:
+    """Move the <style> rules onto the elements; @media rules stay in a <style> block."""
+    return _premailer()(
+        html,
+        keep_style_tags=False,
+        strip_important=False,
+        allow_network=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    ).transform(pretty_print=False)
+
+
+class Renderer:
+    """Renders essays with one template environment and one Markdown parser."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.env = template_environment(settings.templates_path)
+        self.md = markdown()
+
+    def context(self, essay: Essay) -> dict[str, object]:
+        return {
+            "site_name": self.settings.site_name,
+            "base_url": self.settings.base_url.rstrip("/"),
+            "archive_url": self.settings.base_url.rstrip("/") + "/",
+            "issue_url": issue_url(self.settings, essay.slug),
+            "language": self.settings.language,
+            "title": essay.title,
+            "date": essay.date,
+            "date_text": f"{essay.date.day} {essay.date:%B %Y}",
+            "summary": essay.summary,
+            "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+        }
+
+    def render(self, essay: Essay) -> RenderedIssue:
+        body_html = self.md.render(essay.body)
+        body_text, links = markdown_to_text(self.md, essay.body)
+        ctx = self.context(essay)
+        email_html = self.env.get_template("email.html.j2").render(ctx, body_html=body_html)
+        return RenderedIssue(
+            slug=essay.slug,
+            email_html=inline_css(email_html),
+            email_text=self.env.get_template("email.txt.j2").render(ctx, body_text=body_text, links=links),
+            web_html=self.env.get_template("web.html.j2").render(ctx, body_html=body_html),
+        )
+
+    def render_page(self, template: str, **values: object) -> str:
+        """Any other page (archive, feed) with the site-wide values filled in."""
+        return self.env.get_template(template).render(
+            site_name=self.settings.site_name,
+            base_url=self.settings.base_url.rstrip("/"),
+            archive_url=self.settings.base_url.rstrip("/") + "/",
+            language=self.settings.language,
+            **values,
+        )

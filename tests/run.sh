@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine, then run all of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+if [ ! -x /usr/bin/chromium ]; then
+  # Browser tests drive Debian's chromium; playwright cannot download its own browser here.
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+set +e
+python3 -m pytest "$@"
+status=$?
+set -e
+# pytest exits 5 when it collected no tests: nothing failed, but say so.
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests"
+  exit 0
+fi
+exit "$status"

@@ -1,0 +1,230 @@
+"""The build turns the sample essays into finished issues a subscriber can read."""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from newsletter.build import build
+from newsletter.config import Settings
+from newsletter.essays import read_essays
+from newsletter.personalize import UNSUBSCRIBE_PLACEHOLDER
+
+from .conftest import REPO, SHARED
+from .textutil import fold, markdown_paragraphs, text_part_prose, visible_text
+
+DEBRIS = ("corbyn crowd", "Benn 2", "LikeShow More Reactions")
+GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_SLUG = "2017-02-13-say-what-you-mean"
+
+
+@pytest.fixture
+def built(settings: Settings) -> Settings:
+    report = build(settings)
+    assert report.ok, report.errors
+    return settings
+
+
+def issue_dirs(settings: Settings) -> list[Path]:
+    return sorted(p for p in settings.output_path.iterdir() if p.is_dir())
+
+
+def test_the_sample_newsletter_has_seven_issues_dated_2017_in_order(settings: Settings) -> None:
+    essays, errors = read_essays(settings.issues_path)
+    assert not errors
+    assert len(essays) == 7
+    assert all(e.date.year == 2017 for e in essays)
+    titles = [e.title for e in sorted(essays, key=lambda e: e.date)]
+    assert titles[0] == "Dear Labour Councillor…"
+    assert titles[-1].startswith("Happy Families?")
+
+
+def test_every_paragraph_appears_in_the_html_and_the_text_part(built: Settings) -> None:
+    essays, _ = read_essays(built.issues_path)
+    for essay in essays:
+        out = built.output_path / essay.slug
+        html = visible_text((out / "email.html").read_text(encoding="utf-8"))
+        text = text_part_prose((out / "email.txt").read_text(encoding="utf-8"))
+        web = visible_text((out / "index.html").read_text(encoding="utf-8"))
+        for paragraph in markdown_paragraphs(essay.body):
+            assert paragraph in html, f"{essay.slug}: missing from email.html: {paragraph[:60]}"
+            assert paragraph in text, f"{essay.slug}: missing from email.txt: {paragraph[:60]}"
+            assert paragraph in web, f"{essay.slug}: missing from index.html: {paragraph[:60]}"
+
+
+@pytest.mark.skipif(not (SHARED / "corpus" / "essays.txt").is_file(), reason="../shared/corpus/essays.txt is not beside this checkout")
+def test_every_sentence_of_the_source_essays_is_kept_and_no_debris(built: Settings) -> None:
+    source = (SHARED / "corpus" / "essays.txt").read_text(encoding="utf-8")
+    published = " ".join(
+        text_part_prose((d / "email.txt").read_text(encoding="utf-8")) for d in issue_dirs(built)
+    )
+    for line in source.splitlines():
+        line = fold(re.sub(r"^\d+\. ", "", line.strip()))
+        if not line or line in DEBRIS:
+            continue
+        # The source breaks one paragraph over two lines; each half must still be there.
+        assert line in published, f"lost from the sample newsletter: {line[:70]}"
+
+
+def test_no_web_page_debris_in_any_part(built: Settings) -> None:
+    for folder in issue_dirs(built):
+        for name in ("email.html", "email.txt", "index.html"):
+            content = (folder / name).read_text(encoding="utf-8")
+            lines = {fold(line) for line in re.split(r"<[^>]+>|\n", content)}
+            for debris in DEBRIS:
+                assert debris not in lines, f"{folder.name}/{name} still has '{debris}'"
+
+
+def test_email_html_is_a_responsive_600px_layout_gmail_will_not_clip(built: Settings) -> None:
+    for folder in issue_dirs(built):
+        html = (folder / "email.html").read_text(encoding="utf-8")
+        assert len(html.encode("utf-8")) < 102 * 1024, f"{folder.name} would be clipped by Gmail"
+        assert "max-width:600px" in html.replace(" ", "")
+        assert "<!--[if mso]>" in html and 'width="600"' in html
+        style = re.search(r"<style[^>]*>(.*?)</style>", html.split("<![endif]-->", 1)[1], re.S)
+        assert style and "@media" in style.group(1), "phones need the @media rules kept in <style>"
+        assert 'class="preheader"' in html and "display:none" in html
+        # CSS was inlined: body text carries its own style attribute.
+        assert re.search(r'<p style="[^"]*font-size:18px', html)
+
+
+def test_preheader_carries_the_summary(built: Settings) -> None:
+    html = (built.output_path / GOLDEN_SLUG / "email.html").read_text(encoding="utf-8")
+    preheader = re.search(r'<div class="preheader"[^>]*>(.*?)</div>', html, re.S)
+    assert preheader and preheader.group(1).startswith("Two sayings Tony Benn")
+
+
+def test_both_parts_carry_a_visible_unsubscribe_placeholder(built: Settings) -> None:
+    for folder in issue_dirs(built):
+        html = (folder / "email.html").read_text(encoding="utf-8")
+        text = (folder / "email.txt").read_text(encoding="utf-8")
+        assert re.search(rf'<a href="{re.escape(UNSUBSCRIBE_PLACEHOLDER)}"[^>]*>Unsubscribe</a>', html)
+        assert f"Unsubscribe: {UNSUBSCRIBE_PLACEHOLDER}" in text
+        assert UNSUBSCRIBE_PLACEHOLDER not in (folder / "index.html").read_text(encoding="utf-8")
+
+
+def test_text_part_reads_at_72_columns(built: Settings) -> None:
+    for folder in issue_dirs(built):
+        for line in (folder / "email.txt").read_text(encoding="utf-8").splitlines():
+            if "://" in line or UNSUBSCRIBE_PLACEHOLDER in line:
+                continue  # a URL is never broken
+            assert len(line) <= 72, f"{folder.name}: {line!r}"
+
+
+def test_links_in_an_essay_become_footnotes_in_the_text_part(settings: Settings) -> None:
+    essay = settings.issues_path / "2017-02-13-say-what-you-mean.md"
+    essay.write_text(essay.read_text(encoding="utf-8") + "\nRead [the Benn diaries](https://example.org/benn).\n", encoding="utf-8")
+    build(settings)
+    text = (settings.output_path / GOLDEN_SLUG / "email.txt").read_text(encoding="utf-8")
+    assert "Read the Benn diaries [1]." in text
+    assert "[1] https://example.org/benn" in text
+    html = (settings.output_path / GOLDEN_SLUG / "email.html").read_text(encoding="utf-8")
+    assert 'href="https://example.org/benn"' in html
+
+
+def test_archive_lists_every_issue_newest_first_and_feed_has_one_entry_each(built: Settings) -> None:
+    essays, _ = read_essays(built.issues_path)
+    newest_first = [e.title for e in sorted(essays, key=lambda e: e.date, reverse=True)]
+    archive = visible_text((built.output_path / "index.html").read_text(encoding="utf-8"))
+    positions = [archive.index(fold(title)) for title in newest_first]
+    assert positions == sorted(positions)
+
+    atom = "{http://www.w3.org/2005/Atom}"
+    feed = ET.parse(built.output_path / "feed.xml").getroot()
+    entries = feed.findall(f"{atom}entry")
+    assert [e.findtext(f"{atom}title") for e in entries] == newest_first
+    assert all(e.findtext(f"{atom}id").startswith(built.base_url) for e in entries)
+
+
+@pytest.mark.parametrize("part", ["email.html", "email.txt"])
+def test_output_matches_golden_file(built: Settings, part: str) -> None:
+    """A change to the rendered email shows up here as a readable diff.
+    Regenerate on purpose with UPDATE_GOLDEN=1."""
+    actual = (built.output_path / GOLDEN_SLUG / part).read_text(encoding="utf-8")
+    golden = GOLDEN / f"{GOLDEN_SLUG}.{part}"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(actual, encoding="utf-8")
+    assert actual.splitlines() == golden.read_text(encoding="utf-8").splitlines()
+
+
+def _stamps(settings: Settings) -> dict[str, int]:
+    return {
+        str(p.relative_to(settings.output_path)): p.stat().st_mtime_ns
+        for p in settings.output_path.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_rebuild_rewrites_only_the_essay_that_changed(built: Settings) -> None:
+    before = _stamps(built)
+    essay = built.issues_path / "2017-02-20-we-are-the-union.md"
+    essay.write_text(essay.read_text(encoding="utf-8") + "\nA new closing line.\n", encoding="utf-8")
+    report = build(built)
+    assert report.built == ["2017-02-20-we-are-the-union"]
+    after = _stamps(built)
+    changed = {name for name in after if after[name] != before.get(name)}
+    # The feed carries each issue's text, so it changes with the essay.
+    assert changed - {".manifest.json", "feed.xml"} == {
+        "2017-02-20-we-are-the-union/email.html",
+        "2017-02-20-we-are-the-union/email.txt",
+        "2017-02-20-we-are-the-union/index.html",
+    }
+    assert "A new closing line." in (built.output_path / "2017-02-20-we-are-the-union" / "email.txt").read_text()
+
+
+def test_nothing_changed_means_nothing_rewritten(built: Settings) -> None:
+    before = _stamps(built)
+    report = build(built)
+    assert report.built == [] and len(report.unchanged) == 7
+    after = _stamps(built)
+    assert {k: v for k, v in after.items() if k != ".manifest.json"} == {
+        k: v for k, v in before.items() if k != ".manifest.json"
+    }
+
+
+def test_hand_edited_or_missing_output_is_rebuilt(built: Settings) -> None:
+    edited = built.output_path / GOLDEN_SLUG / "email.html"
+    original = edited.read_text(encoding="utf-8")
+    edited.write_text("tampered", encoding="utf-8")
+    (built.output_path / "2017-02-20-we-are-the-union" / "email.txt").unlink()
+    report = build(built)
+    assert sorted(report.built) == ["2017-02-13-say-what-you-mean", "2017-02-20-we-are-the-union"]
+    assert edited.read_text(encoding="utf-8") == original
+    assert (built.output_path / "2017-02-20-we-are-the-union" / "email.txt").is_file()
+
+
+def test_template_change_rebuilds_every_issue(built: Settings) -> None:
+    template = built.templates_path / "email.txt.j2"
+    template.write_text(template.read_text(encoding="utf-8") + "Thanks for reading.\n", encoding="utf-8")
+    report = build(built)
+    assert len(report.built) == 7
+    assert all((d / "email.txt").read_text().endswith("Thanks for reading.\n") for d in issue_dirs(built))
+
+
+def test_deleted_essay_loses_its_output_but_the_archive_stays_right(built: Settings) -> None:
+    (built.issues_path / "2017-02-20-we-are-the-union.md").unlink()
+    report = build(built)
+    assert report.removed == ["2017-02-20-we-are-the-union"]
+    assert not (built.output_path / "2017-02-20-we-are-the-union").exists()
+    assert "We are the union?" not in (built.output_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_no_temporary_files_are_left_behind(built: Settings) -> None:
+    assert not [p for p in built.output_path.rglob("*.tmp")]
+
+
+def test_many_essays_build_in_parallel_with_the_same_result(settings: Settings) -> None:
+    source = (settings.issues_path / "2017-02-13-say-what-you-mean.md").read_text(encoding="utf-8")
+    for n in range(30):
+        (settings.issues_path / f"2018-01-{n + 1:02d}-copy-{n}.md").write_text(
+            source.replace("date: 2017-02-13", f"date: 2018-01-{n + 1:02d}"), encoding="utf-8"
+        )
+    report = build(settings)
+    assert report.ok and len(report.built) == 37
+    a = (settings.output_path / "2018-01-05-copy-4" / "email.txt").read_text(encoding="utf-8")
+    assert "Never wrestle with a chimney sweep." in a
