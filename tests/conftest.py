@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from newsletter.config import Settings, load_settings
+from newsletter.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -18,8 +22,6 @@ ARTIFACTS = REPO / "test-artifacts"
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the sample newsletter (essays, templates, settings) in a temporary folder,
     made the working folder, with no NEWSLETTER_* or SendGrid variables leaking in."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("NEWSLETTER_") or name.startswith("SENDGRID_"):
             monkeypatch.delenv(name)
@@ -54,3 +56,55 @@ def browser():
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(POSTGRES_ADMIN_URL)
+    try:
+        conn = psycopg.connect(
+            host=admin.host, port=admin.port or 5432, user=admin.username, dbname=admin.database,
+            autocommit=True, connect_timeout=3,
+        )
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {admin.host}:{admin.port or 5432} ({exc.__class__.__name__})")
+    name = f"newsletter_test_{uuid.uuid4().hex[:12]}"
+    conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, project: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{project / '.newsletter' / 'newsletter.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store_settings(settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings on each database in turn; the CLI sees the same through the environment."""
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-for-signing-links")
+    return dataclasses.replace(settings, database_url=database_url, secret="test-secret-for-signing-links")
+
+
+@pytest.fixture
+def store(store_settings: Settings) -> Iterator[Store]:
+    from newsletter.store import open_store
+
+    opened = open_store(store_settings)
+    yield opened
+    opened.dispose()

@@ -1,0 +1,100 @@
+"""Opening the store: the engine for any SQLAlchemy URL, migrated to the newest schema."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+
+from ..config import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD = "0002"  # the newest migration; tests check it matches migrations/versions
+
+
+@dataclass
+class Store:
+    engine: Engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+        On SQLite it takes the write lock at once (BEGIN IMMEDIATE)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def normalise_url(url: str) -> str:
+    """A plain postgresql:// URL means psycopg 3, the driver this project installs."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def create_database_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001, ANN202
+        # Let SQLAlchemy's begin() below decide when a transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001, ANN202
+        # Take the write lock at the start, so two schedulers serialise instead of deadlocking.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def current_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to HEAD; a database already there costs one query."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Several schedulers may start at once: one migrates, the others wait.
+            conn.execute(text("SELECT pg_advisory_xact_lock(727472)"))
+        if current_revision(conn) == HEAD:
+            return
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def open_store(settings: Settings) -> Store:
+    """The store named by the settings, created and migrated on first use."""
+    engine = create_database_engine(settings.resolved_database_url)
+    migrate(engine)
+    return Store(engine)

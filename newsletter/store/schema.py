@@ -1,0 +1,127 @@
+"""The tables. Changes to them go through a new Alembic migration in migrations/versions/."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+ACTIVE = "active"
+UNSUBSCRIBED = "unsubscribed"
+BOUNCED = "bounced"
+COMPLAINED = "complained"
+STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+SUPPRESSED = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
+
+
+def utcnow() -> dt.datetime:
+    """Now in UTC, without tzinfo: every timestamp in the store is naive UTC."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False),  # as the subscriber gave it
+    Column("email_key", String(320), nullable=False, unique=True),  # normalised: one person, one row
+    Column("name", String(200), nullable=False, default=""),
+    Column("attributes", JSON, nullable=False, default=dict),
+    Column("status", String(16), nullable=False, default=ACTIVE),
+    Column("source", String(200), nullable=False, default=""),  # where the last status change came from
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("status_changed_at", DateTime, nullable=False),
+)
+
+# Every status a subscriber ever had, and why: suppressions are never lost.
+subscriber_events = Table(
+    "subscriber_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False, index=True),
+    Column("at", DateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("source", String(200), nullable=False),
+)
+
+sends = Table(
+    "sends",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("issue_slug", String(200), nullable=False, index=True),
+    Column("subject", String(500), nullable=False),
+    Column("html", Text, nullable=False),  # the built issue, frozen when queued
+    Column("text", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # queued, held, sending, sent, cancelled
+    Column("scheduled_at", DateTime, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("started_at", DateTime),
+    Column("finished_at", DateTime),
+    Column("last_progress_at", DateTime),
+    Column("late_ok", Boolean, nullable=False, default=False),
+    Column("note", String(500), nullable=False, default=""),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("send_id", Integer, ForeignKey("sends.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, in_flight, done, in_doubt, failed
+    Column("provider", String(20)),
+    Column("claimed_by", String(120)),
+    Column("claimed_at", DateTime),
+    Column("finished_at", DateTime),
+    Column("error", Text),
+    UniqueConstraint("send_id", "number"),
+    Index("ix_batches_status", "status", "send_id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("send_id", Integer, ForeignKey("sends.id"), nullable=False),
+    Column("batch_number", Integer, nullable=False),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, sent, skipped, failed
+    Column("sent_at", DateTime),
+    Column("error", Text),
+    UniqueConstraint("send_id", "subscriber_id"),
+    Index("ix_deliveries_batch", "send_id", "batch_number"),
+)
+
+schedulers = Table(
+    "schedulers",
+    metadata,
+    Column("id", String(120), primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("sg_event_id", String(200), primary_key=True),
+    Column("event", String(40), nullable=False),
+    Column("received_at", DateTime, nullable=False),
+)

@@ -1,0 +1,162 @@
+"""Subscriber operations. The rule they all keep: a suppression (unsubscribed,
+bounced, complained) is never deleted and never made active again, except by
+the subscriber's own explicit re-subscribe."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Connection, func, insert, select, update
+
+from .schema import ACTIVE, STATUSES, SUPPRESSED, subscriber_events, subscribers, utcnow
+
+
+class InvalidEmail(ValueError):
+    """Not an address mail can be sent to; str() says why."""
+
+
+class SubscriberError(Exception):
+    """An operation on the list that cannot be done as asked; str() says what to do."""
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: str
+    source: str
+    attributes: dict[str, Any]
+
+
+def email_key(address: str) -> tuple[str, str]:
+    """(the address as given, its normalised key), or InvalidEmail.
+
+    The key folds case in the whole address, so ADA@Example.com and
+    ada@example.com are one person. No DNS is asked.
+    """
+    given = address.strip()
+    if not given:
+        raise InvalidEmail("the address is empty")
+    try:
+        checked = validate_email(given, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmail(str(exc)) from None
+    return given, checked.normalized.casefold()
+
+
+def _row(row: Any) -> Subscriber:
+    return Subscriber(
+        id=row.id, email=row.email, name=row.name, status=row.status, source=row.source,
+        attributes=dict(row.attributes or {}),
+    )
+
+
+def find(conn: Connection, address: str) -> Subscriber | None:
+    _, key = email_key(address)
+    row = conn.execute(select(subscribers).where(subscribers.c.email_key == key)).first()
+    return _row(row) if row else None
+
+
+def get(conn: Connection, subscriber_id: int) -> Subscriber | None:
+    row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+    return _row(row) if row else None
+
+
+def _record(conn: Connection, subscriber_id: int, status: str, source: str, now: Any) -> None:
+    conn.execute(insert(subscriber_events).values(subscriber_id=subscriber_id, at=now, status=status, source=source))
+
+
+def _insert(conn: Connection, email: str, key: str, name: str, status: str, source: str,
+            attributes: dict[str, Any] | None = None) -> int:
+    now = utcnow()
+    new_id = conn.execute(
+        insert(subscribers).values(
+            email=email, email_key=key, name=name, attributes=attributes or {}, status=status,
+            source=source, created_at=now, updated_at=now, status_changed_at=now,
+        )
+    ).inserted_primary_key[0]
+    _record(conn, new_id, status, source, now)
+    return int(new_id)
+
+
+def add(conn: Connection, address: str, name: str = "", source: str = "added by the editor") -> tuple[Subscriber, bool]:
+    """Add an active subscriber. Returns (subscriber, added?). An existing
+    address is left as it is; a suppressed one stays suppressed."""
+    email, key = email_key(address)
+    existing = find(conn, email)
+    if existing:
+        if name and not existing.name:
+            conn.execute(update(subscribers).where(subscribers.c.id == existing.id).values(name=name, updated_at=utcnow()))
+        return existing, False
+    return get(conn, _insert(conn, email, key, name, ACTIVE, source)), True  # type: ignore[return-value]
+
+
+def set_status(conn: Connection, subscriber_id: int, status: str, source: str) -> bool:
+    """Change a status and record why; returns False when it was already so.
+
+    Reactivation is refused here: only resubscribe() may do that.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    current = conn.execute(select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).scalar()
+    if current is None:
+        raise SubscriberError(f"no subscriber with id {subscriber_id}")
+    if current == status:
+        return False
+    if status == ACTIVE:
+        raise SubscriberError("a suppressed subscriber becomes active only by re-subscribing themselves")
+    now = utcnow()
+    conn.execute(
+        update(subscribers).where(subscribers.c.id == subscriber_id)
+        .values(status=status, source=source, updated_at=now, status_changed_at=now)
+    )
+    _record(conn, subscriber_id, status, source, now)
+    return True
+
+
+def unsubscribe(conn: Connection, address: str, source: str) -> Subscriber:
+    """Record an unsubscribe. An address not on the list is kept as a suppression
+    too, so that no later import can add it by accident."""
+    email, key = email_key(address)
+    existing = find(conn, email)
+    if existing is None:
+        return get(conn, _insert(conn, email, key, "", "unsubscribed", source))  # type: ignore[return-value]
+    if existing.status == ACTIVE:
+        set_status(conn, existing.id, "unsubscribed", source)
+    return get(conn, existing.id)  # type: ignore[return-value]
+
+
+def resubscribe(conn: Connection, address: str, source: str) -> Subscriber:
+    """The subscriber's own request to receive the newsletter again."""
+    email, key = email_key(address)
+    existing = find(conn, email)
+    if existing is None:
+        return get(conn, _insert(conn, email, key, "", ACTIVE, source))  # type: ignore[return-value]
+    if existing.status != ACTIVE:
+        now = utcnow()
+        conn.execute(
+            update(subscribers).where(subscribers.c.id == existing.id)
+            .values(status=ACTIVE, source=source, updated_at=now, status_changed_at=now)
+        )
+        _record(conn, existing.id, ACTIVE, source, now)
+    return get(conn, existing.id)  # type: ignore[return-value]
+
+
+def iter_subscribers(conn: Connection, statuses: tuple[str, ...] = STATUSES) -> Iterator[Subscriber]:
+    query = select(subscribers).where(subscribers.c.status.in_(statuses)).order_by(subscribers.c.id)
+    for row in conn.execute(query.execution_options(yield_per=1000)):
+        yield _row(row)
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    """How many subscribers have each status (every status listed, zeros included)."""
+    found = dict(conn.execute(select(subscribers.c.status, func.count()).group_by(subscribers.c.status)).all())
+    return {status: int(found.get(status, 0)) for status in STATUSES}
+
+
+def is_suppressed(status: str) -> bool:
+    return status in SUPPRESSED
