@@ -16,11 +16,15 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .atomic import write_atomic
 from .config import Settings
 from .essays import Essay, EssayError, read_essays
 from .render import RenderedIssue, Renderer, issue_url, templates_digest
+
+if TYPE_CHECKING:
+    from .messages import Issue
 
 MANIFEST = ".manifest.json"
 OUTPUT_FILES = ("email.html", "email.txt", "index.html")
@@ -199,3 +203,37 @@ def _write_archive(settings: Settings, essays: list[Essay]) -> None:
     out = settings.output_path
     _write_if_changed(out / "index.html", renderer.render_page("archive.html.j2", issues=issues).encode("utf-8"))
     _write_if_changed(out / "feed.xml", renderer.render_page("feed.xml.j2", issues=issues, updated=updated).encode("utf-8"))
+
+
+class IssueNotReady(Exception):
+    """The issue named cannot be sent as it stands; str() says why and what to do."""
+
+
+def ready_issue(settings: Settings, name: str, report: BuildReport | None = None) -> tuple[Essay, Issue]:
+    """The built issue an editor names (slug, or slug without its date), after a build.
+
+    Refuses an issue that does not build: nothing half-made is ever sent.
+    """
+    from .essays import find_essay
+    from .messages import Issue
+
+    report = report or build(settings)
+    essay = find_essay(report.essays, name)
+    if essay is None:
+        broken = [e for e in report.errors if e.path.stem == name or e.path.stem.endswith(f"-{name}")]
+        if broken:
+            raise IssueNotReady(f"'{name}' does not build: {broken[0]}")
+        known = ", ".join(sorted(e.slug for e in report.essays)) or "none"
+        raise IssueNotReady(f"there is no issue '{name}'; the issues are: {known}")
+    folder = settings.output_path / essay.slug
+    issue = Issue(
+        slug=essay.slug,
+        subject=essay.title,
+        html=(folder / "email.html").read_text(encoding="utf-8"),
+        text=(folder / "email.txt").read_text(encoding="utf-8"),
+    )
+    return essay, issue
+
+
+def newest_essay(report: BuildReport) -> Essay | None:
+    return max(report.essays, key=lambda e: (e.date, e.slug), default=None)

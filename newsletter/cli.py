@@ -243,6 +243,245 @@ def subscribers_count() -> None:
     click.echo(f"total: {sum(counts.values())}")
 
 
+def _fail_on(*errors: type[Exception]):  # noqa: ANN202
+    """Turn the library's own errors into a clean message and exit code 1."""
+
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        try:
+            yield
+        except errors as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return guard()
+
+
+def _library_errors() -> tuple[type[Exception], ...]:
+    from .build import IssueNotReady
+    from .sends import SendError
+
+    return (ConfigError, IssueNotReady, SendError)
+
+
+@cli.command()
+@click.argument("issue")
+@click.option("--at", "when", required=True, help="'now', ISO 8601 with an offset (2017-03-06T09:00+00:00), or a local time with --tz.")
+@click.option("--tz", "zone", default=None, help="Time zone of a --at time without an offset (default: the 'timezone' setting).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--again", is_flag=True, help="Queue it even though this issue was already queued or sent.")
+def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool) -> None:
+    """Queue ISSUE to be sent to every active subscriber.
+
+    ISSUE is the essay's slug (its file name without .md); the slug without
+    its date prefix works too. The issue is built first and refused if it
+    does not build. Its email is frozen now: later edits need a new send.
+    """
+    from .build import ready_issue
+    from .sends import active_count, parse_when, queue as queue_send
+
+    settings = _settings()
+    with _fail_on(*_library_errors()):
+        essay, built = ready_issue(settings, issue)
+        at = parse_when(when, zone or settings.timezone)
+        store = _store(settings)
+        with store.engine.connect() as conn:
+            count = active_count(conn)
+        click.echo(f"Issue:      {essay.title} ({essay.slug})")
+        click.echo(f"Recipients: {count} active subscriber(s)")
+        click.echo(f"Send at:    {at:%Y-%m-%d %H:%M} UTC")
+        if not yes:
+            click.confirm("Queue this send?", abort=True)
+        with store.begin() as conn:
+            send_id = queue_send(conn, essay.slug, built.subject, built.html, built.text, at, again=again)
+    click.echo(f"Queued as send #{send_id}. `newsletter scheduler --once` sends it when it is due.")
+
+
+@cli.command("sends")
+def sends_list() -> None:
+    """List every send: its issue, time, status and counts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .sends import summaries
+
+    store = _store(_settings())
+    with store.engine.connect() as conn:
+        found = summaries(conn)
+    if not found:
+        click.echo("No sends yet. Queue one with `newsletter queue ISSUE --at now`.")
+        return
+    table = Table()
+    for column in ("send", "issue", "scheduled (UTC)", "status", "sent", "pending", "skipped", "failed", "needs the editor"):
+        table.add_column(column)
+    for send in found:
+        trouble = []
+        if send.in_doubt:
+            trouble.append(f"in doubt: batch {', '.join(map(str, send.in_doubt))} (newsletter resolve {send.id} --resend | --mark-sent)")
+        if send.failed:
+            trouble.append(f"failed: batch {', '.join(map(str, send.failed))} (newsletter resolve {send.id} --resend)")
+        if send.status == "held":
+            trouble.append(send.note)
+        table.add_row(
+            f"#{send.id}", send.issue_slug, f"{send.scheduled_at:%Y-%m-%d %H:%M}", send.status,
+            *(str(send.counts.get(k, 0)) for k in ("sent", "pending", "skipped", "failed")), "; ".join(trouble),
+        )
+    Console(width=200).print(table)
+
+
+@cli.command()
+@click.argument("send_id", metavar="SEND", type=int)
+def cancel(send_id: int) -> None:
+    """Cancel SEND. A send in progress stops after its current batch."""
+    from .sends import cancel as cancel_send
+
+    store = _store(_settings())
+    with _fail_on(*_library_errors()), store.begin() as conn:
+        was = cancel_send(conn, send_id)
+    click.echo(f"Send #{send_id} cancelled" + (" (it stops after the batch being sent now)" if was == "sending" else ""))
+
+
+@cli.command()
+@click.argument("send_id", metavar="SEND", type=int)
+@click.option("--resend", is_flag=True, help="Send the in-doubt or failed batches again (some readers may get two copies).")
+@click.option("--mark-sent", is_flag=True, help="Count the in-doubt batches as delivered and send them no more.")
+@click.option("--send-late", is_flag=True, help="Send a send held as overdue after all.")
+def resolve(send_id: int, resend: bool, mark_sent: bool, send_late: bool) -> None:
+    """Decide what happens to SEND where the scheduler will not decide alone:
+    a batch in doubt after a crash, a failed batch, or an overdue send."""
+    from .sends import resolve as resolve_send
+
+    store = _store(_settings())
+    with _fail_on(*_library_errors()), store.begin() as conn:
+        outcome = resolve_send(conn, send_id, resend=resend, mark_sent=mark_sent, send_late=send_late)
+    click.echo(f"Send #{send_id}: {outcome}")
+
+
+@cli.command("test")
+@click.argument("issue")
+@click.option("--to", "address", required=True, help="Where to send the test copy.")
+def test_send(issue: str, address: str) -> None:
+    """Send one copy of ISSUE to ADDRESS now. No send is recorded."""
+    from .build import ready_issue
+    from .messages import Recipient
+    from .providers import DeliveryFailed, OutcomeUnknown, get_provider
+    from .store.subscribers import InvalidEmail, email_key
+    from .tokens import Signer, load_secret, unsubscribe_url
+
+    settings = _settings()
+    with _fail_on(*_library_errors()):
+        try:
+            email, _ = email_key(address)
+        except InvalidEmail as exc:
+            raise click.ClickException(f"{address!r} is not a valid address: {exc}") from None
+        _, built = ready_issue(settings, issue)
+        provider = get_provider(settings)
+        link = unsubscribe_url(settings, Signer(load_secret(settings)).token(0, built.slug))
+        try:
+            provider.send(built, [Recipient(email=email, name="", unsubscribe_url=link)])
+        except (DeliveryFailed, OutcomeUnknown) as exc:
+            raise click.ClickException(f"the test copy was not sent: {exc}") from None
+    where = f" (see {_show(settings.outbox_path / 'test')})" if provider.name == "outbox" else ""
+    click.echo(f"Sent a test copy of '{built.subject}' to {email} through {provider.name}{where}")
+
+
+def _print_run(report, settings: Settings) -> None:  # noqa: ANN001 - scheduler.RunReport
+    for line in report.held:
+        click.secho(f"held: {line}", fg="yellow", err=True)
+    for line in report.in_doubt:
+        click.secho(f"in doubt: {line}", fg="yellow", err=True)
+    for line in report.errors:
+        click.secho(f"failed: {line}", fg="red", err=True)
+    click.echo(
+        f"Sent {report.sent} message(s) in {report.batches} batch(es); skipped {report.skipped} "
+        f"(unsubscribed since queued); refused {report.failed}."
+        + (f" Finished send(s): {', '.join(f'#{i}' for i in report.completed)}." if report.completed else "")
+    )
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Send everything due, then exit (for cron and tests).")
+@click.option("--poll", default=30.0, show_default=True, help="Seconds between looks for due sends.")
+def scheduler(once: bool, poll: float) -> None:
+    """Send due issues to the list through the configured provider.
+
+    Runs until stopped; SIGTERM or Ctrl-C stop it cleanly after the current
+    batch. Each recipient gets one copy: a crash, a retry or a second
+    scheduler cannot send twice. A batch that may or may not have reached the
+    provider when a scheduler died is reported as in doubt for the editor to
+    resolve; a send found more than grace_hours late is held until confirmed.
+    """
+    import signal
+
+    from .providers import get_provider
+    from .scheduler import Scheduler
+    from .tokens import load_secret
+
+    settings = _settings()
+    with _fail_on(ConfigError):
+        provider = get_provider(settings)
+        secret = load_secret(settings)
+    store = _store(settings)
+    with progress_bar("Sending") as update:
+        runner = Scheduler(store, settings, provider, secret, progress=update)
+        stop = lambda *_: runner.stop.set()  # noqa: E731
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        if once:
+            report = runner.run_once()
+        else:
+            click.echo(f"Scheduler {runner.id} running with {provider.name}; Ctrl-C to stop.")
+            runner.run_forever(poll, on_report=lambda r: _print_run(r, settings) if (r.batches or r.held or r.in_doubt or r.errors) else None)
+            click.echo("Scheduler stopped.")
+            return
+    _print_run(report, settings)
+    if provider.name == "outbox" and report.batches:
+        click.echo(f"The messages are in {_show(settings.outbox_path)}/ (one .eml file per recipient).")
+
+
+@cli.command()
+def demo() -> None:
+    """The whole job on the embedded defaults: build the sample issues, import
+    subscribers/sample.csv, queue the newest issue for now, send it through
+    the provider (the outbox unless configured otherwise) and show where to look."""
+    from .build import newest_essay, ready_issue
+    from .providers import get_provider
+    from .scheduler import Scheduler
+    from .sends import existing_sends, queue as queue_send
+    from .store.csvio import import_csv
+    from .tokens import load_secret
+
+    settings = _settings()
+    report = run_build(settings)
+    essay = newest_essay(report)
+    if essay is None:
+        raise click.ClickException(f"there is no essay in {settings.issues_path} to send")
+    store = _store(settings)
+    sample = settings.root / "subscribers" / "sample.csv"
+    with _fail_on(*_library_errors()):
+        imported = import_csv(store, sample)
+        click.echo(f"Imported {sample.name}: {imported.added} added, {imported.unchanged + imported.updated} already there")
+        _, built = ready_issue(settings, essay.slug, report)
+        with store.begin() as conn:
+            earlier = existing_sends(conn, essay.slug)
+            if earlier:
+                click.echo(f"'{essay.title}' was already queued as send #{earlier[0][0]} ({earlier[0][1]}); not sending it twice.")
+            else:
+                send_id = queue_send(conn, essay.slug, built.subject, built.html, built.text, _now())
+                click.echo(f"Queued '{essay.title}' as send #{send_id}")
+        runner = Scheduler(store, settings, get_provider(settings), load_secret(settings))
+        _print_run(runner.run_once(), settings)
+    click.echo(f"Look at: {_show(settings.output_path / 'index.html')} (the web archive), "
+               f"{_show(settings.output_path / essay.slug / 'email.html')} (the email)")
+    if settings.provider == "outbox":
+        click.echo(f"         {_show(settings.outbox_path)}/send-*/ (one .eml per subscriber: open one in your mail app)")
+
+
+def _now():  # noqa: ANN202
+    from .store.schema import utcnow
+
+    return utcnow()
+
+
 def _show(path: Path) -> str:
     with contextlib.suppress(ValueError):
         return str(path.relative_to(Path.cwd()))

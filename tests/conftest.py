@@ -108,3 +108,32 @@ def store(store_settings: Settings) -> Iterator[Store]:
     opened = open_store(store_settings)
     yield opened
     opened.dispose()
+
+
+@pytest.fixture
+def sendgrid_server() -> Iterator["SendGridServer"]:
+    from .sendgrid_server import SendGridServer
+
+    server = SendGridServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator["SmtpServer"]:
+    from .smtp_server import SmtpServer
+
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def newsletter_with_list(store_settings: Settings, store: Store) -> Settings:
+    """The sample newsletter built, with the sample list imported: ready to send."""
+    from newsletter.build import build
+    from newsletter.store.csvio import import_csv
+
+    assert build(store_settings).ok
+    import_csv(store, store_settings.root / "subscribers" / "sample.csv")
+    return store_settings

@@ -1,0 +1,37 @@
+"""The embedded default: one .eml file per recipient under outbox/<send>/, no account needed.
+
+Each delivery has one stable file name and is written atomically, so sending
+a delivery again rewrites the same file: nobody can get two copies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+from ..atomic import write_atomic
+from ..config import Settings
+from ..messages import Issue, Recipient, build_message
+
+
+class OutboxProvider:
+    name = "outbox"
+    idempotent = True
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.folder = settings.outbox_path
+
+    def path_for(self, issue: Issue, recipient: Recipient) -> Path:
+        if issue.send_id is None or recipient.delivery_id is None:
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            safe = re.sub(r"[^A-Za-z0-9@._-]", "_", recipient.email)
+            return self.folder / "test" / f"{stamp}-{safe}.eml"
+        return self.folder / f"send-{issue.send_id}" / f"{recipient.delivery_id:08d}.eml"
+
+    def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
+        for recipient in recipients:
+            message = build_message(self.settings, issue, recipient)
+            write_atomic(self.path_for(issue, recipient), message.as_bytes(), durable=True)
+        return {}

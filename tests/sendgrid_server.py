@@ -1,0 +1,121 @@
+"""A SendGrid-compatible /v3/mail/send on 127.0.0.1, for the real `sendgrid` client.
+
+It checks the API key, validates each body against SendGrid's own API
+description (../shared/reference) when that file is there, keeps what it
+accepted, and can be told to answer 429 or 500 for a while, or 400.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "sendgrid-mail-send-openapi.json"
+API_KEY = "SG.test-key-not-a-real-one"
+
+
+def mail_send_validator():  # noqa: ANN201
+    """A jsonschema validator for the Mail Send body, or None when the reference is absent."""
+    if not REFERENCE.is_file():
+        return None
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    document = json.loads(REFERENCE.read_text(encoding="utf-8"))
+    registry = Registry().with_resource("urn:sendgrid", Resource.from_contents(document, default_specification=DRAFT202012))
+    pointer = "urn:sendgrid#/components/requestBodies/PostMailSend/content/application~1json/schema"
+    return Draft202012Validator({"$ref": pointer}, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+@dataclass
+class Accepted:
+    email: str
+    substitutions: dict
+    headers: dict
+    custom_args: dict
+    body: dict = field(repr=False)
+
+
+class SendGridServer:
+    def __init__(self) -> None:
+        self.validator = mail_send_validator()
+        self.accepted: list[Accepted] = []
+        self.requests = 0
+        self.request_sizes: list[int] = []
+        self.invalid: list[str] = []
+        self.script: list[tuple[int, dict]] = []  # answers to give before accepting again
+        self.delay = 0.0
+        self.lock = threading.Lock()
+        self.delivered_count = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # noqa: ANN002, ANN202
+                pass
+
+            def answer(self, status: int, body: dict | None = None, headers: dict | None = None) -> None:
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, str(value))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):  # noqa: N802, ANN202
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                with server.lock:
+                    server.requests += 1
+                if self.path != "/v3/mail/send":
+                    return self.answer(404, {"errors": [{"message": "not found"}]})
+                if self.headers.get("Authorization") != f"Bearer {API_KEY}":
+                    return self.answer(401, {"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked"}]})
+                with server.lock:
+                    scripted = server.script.pop(0) if server.script else None
+                if scripted:
+                    status, headers = scripted
+                    message = {429: "too many requests", 500: "internal error", 400: "The from address does not match a verified Sender Identity."}[status]
+                    return self.answer(status, {"errors": [{"message": message, "field": "from" if status == 400 else None}]}, headers)
+                body = json.loads(raw)
+                if server.validator is not None:
+                    errors = sorted(server.validator.iter_errors(body), key=str)
+                    if errors:
+                        server.invalid.append(errors[0].message)
+                        return self.answer(400, {"errors": [{"message": e.message, "field": "/".join(map(str, e.path))} for e in errors[:5]]})
+                personalizations = body.get("personalizations", [])
+                if not 1 <= len(personalizations) <= 1000:
+                    return self.answer(400, {"errors": [{"message": "The personalizations field must have between 1 and 1000 items.", "field": "personalizations"}]})
+                if server.delay:
+                    time.sleep(server.delay)
+                with server.lock:
+                    server.request_sizes.append(len(personalizations))
+                    for p in personalizations:
+                        server.accepted.append(Accepted(p["to"][0]["email"], p.get("substitutions", {}), p.get("headers", {}), p.get("custom_args", {}), body))
+                return self.answer(202)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.host = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> SendGridServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def fail_next(self, count: int, status: int, headers: dict | None = None) -> None:
+        with self.lock:
+            self.script.extend([(status, headers or {})] * count)
+
+    def emails(self) -> list[str]:
+        return [a.email for a in self.accepted]

@@ -1,0 +1,112 @@
+"""kill -9 in the middle of a send, and two schedulers at once: still never two copies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from newsletter.config import Settings
+from newsletter.store import Store
+from newsletter.store.schema import batches, deliveries, subscribers
+
+from .test_send import active_emails, add_readers, queue_now, run
+
+
+def scheduler_process(settings: Settings, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter.cli", "scheduler", "--once"],
+        cwd=settings.root, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_for(condition, seconds: float = 30.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.002)
+
+
+def test_kill_9_mid_send_then_rerun_sends_no_one_twice(newsletter_with_list: Settings, store: Store, smtp_server) -> None:
+    add_readers(store, 64)
+    env = {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": smtp_server.url, "NEWSLETTER_BATCH_SIZE": "10"}
+    os.environ.update(env)
+    try:
+        queue_now()
+        recorder = smtp_server.recorder
+        recorder.delay = 0.05
+        victim = scheduler_process(newsletter_with_list, **env)
+        # Kill it halfway through its third batch: that batch is with the SMTP server.
+        wait_for(lambda: len(recorder.recipients()) >= 25)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.communicate()
+        recorder.delay = 0
+
+        rerun = scheduler_process(newsletter_with_list, **env)
+        output = rerun.communicate(timeout=120)[0]
+        assert rerun.returncode == 0, output
+        assert "in doubt" in output
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+
+    received = Counter(recorder.recipients())
+    assert received and max(received.values()) == 1, "nobody may get two copies"
+    with store.engine.connect() as conn:
+        doubt = conn.execute(select(batches.c.number).where(batches.c.status == "in_doubt")).scalars().all()
+        assert len(doubt) == 1
+        doubtful = set(conn.execute(
+            select(subscribers.c.email).join(deliveries, deliveries.c.subscriber_id == subscribers.c.id)
+            .where(deliveries.c.batch_number == doubt[0])
+        ).scalars())
+    everyone_else = active_emails(store) - doubtful
+    assert everyone_else <= set(received), "everyone outside the in-doubt batch gets their copy"
+    assert "in doubt: batch" in run("sends").output
+
+    assert run("resolve", "1", "--mark-sent").exit_code == 0
+    assert "sent" in run("sends").output and "in doubt" not in run("sends").output
+
+
+def test_kill_9_with_the_outbox_has_no_doubt_and_everyone_gets_one_file(newsletter_with_list: Settings, store: Store) -> None:
+    add_readers(store, 400)
+    env = {"NEWSLETTER_BATCH_SIZE": "20"}
+    queue_now()
+    victim = scheduler_process(newsletter_with_list, **env)
+    outbox = newsletter_with_list.outbox_path
+    wait_for(lambda: len(list(outbox.glob("send-1/*.eml"))) >= 150)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    rerun = scheduler_process(newsletter_with_list, **env)
+    output = rerun.communicate(timeout=120)[0]
+    assert rerun.returncode == 0 and "in doubt" not in output, output
+    files = sorted(outbox.glob("send-1/*.eml"))
+    assert len(files) == len(active_emails(store)), "one file per reader, never two"
+    assert not list(outbox.rglob(".*.tmp")), "no half-written message left behind"
+
+
+@pytest.mark.postgres
+def test_two_schedulers_at_once_on_postgresql_send_each_reader_once(
+    newsletter_with_list: Settings, store: Store, smtp_server, database_url: str
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("this runs against PostgreSQL, where several schedulers share one list")
+    add_readers(store, 300)
+    env = {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": smtp_server.url, "NEWSLETTER_BATCH_SIZE": "10"}
+    queue_now()
+    smtp_server.recorder.delay = 0.002
+    both = [scheduler_process(newsletter_with_list, **env) for _ in range(2)]
+    outputs = [p.communicate(timeout=180)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    received = Counter(smtp_server.recorder.recipients())
+    assert set(received) == active_emails(store)
+    assert set(received.values()) == {1}
+    with store.engine.connect() as conn:
+        claimers = set(conn.execute(select(batches.c.claimed_by)).scalars())
+    assert len(claimers) == 2, "both schedulers did part of the work"
