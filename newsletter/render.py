@@ -20,7 +20,6 @@ from .essays import Essay
 from .personalize import UNSUBSCRIBE_PLACEHOLDER
 from .textpart import markdown_to_text
 
-TEMPLATE_NAMES = ("email.html.j2", "email.txt.j2", "web.html.j2", "page.html.j2")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,2 @@
+"""The web side: the editor's live preview, and the public app (archive,
+unsubscribe, SendGrid events)."""

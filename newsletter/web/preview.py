@@ -1,0 +1,127 @@
+"""The editor's preview: every issue at desktop and phone width, its text part
+and its web page, rebuilt and reloaded in the open browser as essays change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..build import BuildReport, build
+from ..config import Settings
+from ..render import template_environment
+
+log = logging.getLogger("newsletter.preview")
+
+
+@dataclass
+class PreviewState:
+    settings: Settings
+    report: BuildReport
+    generation: int = 0
+    changed: asyncio.Condition | None = None
+    closing: bool = field(default=False)
+
+    def errors_for(self, slug: str) -> list[str]:
+        return [str(e) for e in self.report.errors if e.path.stem == slug]
+
+
+async def _rebuild(state: PreviewState) -> None:
+    state.report = await anyio.to_thread.run_sync(build, state.settings)
+    state.generation += 1
+    log.info("rebuilt %d issue(s); %d error(s)", len(state.report.built), len(state.report.errors))
+    if state.changed is not None:
+        async with state.changed:
+            state.changed.notify_all()
+
+
+async def _watch(state: PreviewState, stop: anyio.Event) -> None:
+    """Rebuild whenever an essay or a template is saved."""
+    from watchfiles import awatch
+
+    folders = [str(state.settings.issues_path), str(state.settings.templates_path)]
+    async for _changes in awatch(*folders, stop_event=stop, debounce=200, step=50):
+        try:
+            await _rebuild(state)
+        except Exception:  # noqa: BLE001 - a template error must not stop the preview
+            log.exception("rebuild failed")
+
+
+def create_app(settings: Settings, report: BuildReport | None = None, watch: bool = True) -> Starlette:
+    state = PreviewState(settings=settings, report=report or build(settings))
+    env = template_environment(settings.templates_path)
+
+    def render(template: str, **values: object) -> HTMLResponse:
+        html = env.get_template(template).render(
+            site_name=settings.site_name, language=settings.language, generation=state.generation,
+            errors=[str(e) for e in state.report.errors], **values,
+        )
+        return HTMLResponse(html)
+
+    async def index(request: Request) -> Response:
+        issues = sorted(state.report.essays, key=lambda e: (e.date, e.slug), reverse=True)
+        return render("preview_index.html.j2", issues=issues)
+
+    async def issue(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        essay = next((e for e in state.report.essays if e.slug == slug), None)
+        errors = state.errors_for(slug)
+        text_file = settings.output_path / slug / "email.txt"
+        if essay is None and not errors:
+            return HTMLResponse(f"No issue '{slug}'.", status_code=404)
+        text = text_file.read_text(encoding="utf-8") if text_file.is_file() else ""
+        return render("preview_issue.html.j2", essay=essay, slug=slug, issue_errors=errors, text=text,
+                      built=(settings.output_path / slug / "email.html").is_file())
+
+    async def events(request: Request) -> Response:
+        """Server-sent events: the build generation, sent again whenever it changes."""
+
+        async def stream() -> AsyncIterator[str]:
+            seen = -1
+            while not state.closing:
+                if seen != state.generation:
+                    seen = state.generation
+                    yield f"data: {seen}\n\n"
+                    continue
+                assert state.changed is not None
+                async with state.changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(state.changed.wait(), timeout=1.0)
+                if await request.is_disconnected():
+                    break
+                yield ": keep-alive\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.changed = asyncio.Condition()
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tasks:
+            if watch:
+                tasks.start_soon(_watch, state, stop)
+            yield
+            state.closing = True
+            stop.set()
+
+    settings.output_path.mkdir(parents=True, exist_ok=True)
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/issues/{slug}/", issue),
+            Route("/events", events),
+            Mount("/build", StaticFiles(directory=settings.output_path)),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.preview = state
+    return app

@@ -1,0 +1,108 @@
+"""The public app an editor deploys: the web archive and feed from the build,
+unsubscribe links (GET shows a button, POST unsubscribes, RFC 8058 one-click)
+and SendGrid's signed Event Webhook."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .. import webhooks
+from ..config import Settings
+from ..render import template_environment
+from ..store import Store
+from ..store import subscribers as ops
+from ..tokens import BadToken, Signer
+
+log = logging.getLogger("newsletter.web")
+_TOKEN = re.compile(r"(token=)[^&\s]+")
+
+
+class RedactTokens(logging.Filter):
+    """Keeps unsubscribe tokens out of access logs: a logged token is a working link."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        record.msg = _TOKEN.sub(r"\1[redacted]", str(record.msg))
+        return True
+
+
+def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
+    signer = Signer(secret)
+    env = template_environment(settings.templates_path)
+    site = {"site_name": settings.site_name, "language": settings.language, "archive_url": "/"}
+
+    def page(status: int, heading: str, message: str, form_action: str | None = None) -> HTMLResponse:
+        html = env.get_template("unsubscribe.html.j2").render(site, heading=heading, message=message, form_action=form_action)
+        return HTMLResponse(html, status_code=status)
+
+    def subscriber_for(request: Request) -> ops.Subscriber | None:
+        """The subscriber a valid token names, or None (logged without the token)."""
+        try:
+            token = signer.verify(request.query_params.get("token", ""))
+        except BadToken:
+            log.warning("unsubscribe refused from %s: the token is forged or damaged", request.client.host if request.client else "?")
+            return None
+        with store.engine.connect() as conn:
+            subscriber = ops.get(conn, token.subscriber_id)
+        if subscriber is None:
+            log.warning("unsubscribe refused: the token names no subscriber on this list")
+        return subscriber
+
+    def bad_link() -> HTMLResponse:
+        return page(400, "This link does not work",
+                    "The unsubscribe link is incomplete or not one of ours. Please use the link from the newsletter "
+                    "email itself, or reply to that email and we will take you off the list by hand.")
+
+    async def unsubscribe_form(request: Request) -> Response:
+        # Changes nothing: mail scanners open links to check them.
+        subscriber = subscriber_for(request)
+        if subscriber is None:
+            return bad_link()
+        if subscriber.status != "active":
+            return page(200, "You are unsubscribed", f"{subscriber.email} will get no more issues of {settings.site_name}.")
+        return page(200, f"Unsubscribe from {settings.site_name}?",
+                    f"Press the button and {subscriber.email} will get no more issues.",
+                    form_action="?" + request.url.query)
+
+    async def unsubscribe(request: Request) -> Response:
+        subscriber = subscriber_for(request)
+        if subscriber is None:
+            return bad_link()
+        one_click = (await request.body()).strip() == b"List-Unsubscribe=One-Click"
+        with store.begin() as conn:
+            if subscriber.status == "active":
+                ops.set_status(conn, subscriber.id, "unsubscribed",
+                               "one-click unsubscribe (RFC 8058)" if one_click else "unsubscribe link")
+        return page(200, "You are unsubscribed", f"{subscriber.email} will get no more issues of {settings.site_name}. Sorry to see you go.")
+
+    async def sendgrid_events(request: Request) -> Response:
+        body = await request.body()
+        try:
+            webhooks.verify(settings.sendgrid_webhook_public_key, body,
+                            request.headers.get(webhooks.SIGNATURE_HEADER), request.headers.get(webhooks.TIMESTAMP_HEADER))
+        except webhooks.Refused as exc:
+            log.warning("SendGrid webhook refused: %s", exc)
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        try:
+            events = webhooks.parse(body)
+        except webhooks.Malformed as exc:
+            log.warning("SendGrid webhook refused: %s", exc)
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        applied = webhooks.apply(store, events)
+        return JSONResponse({"events": applied.events, "changed": applied.changed, "replayed": applied.replayed})
+
+    settings.output_path.mkdir(parents=True, exist_ok=True)
+    return Starlette(routes=[
+        Route("/unsubscribe", unsubscribe_form, methods=["GET"]),
+        Route("/unsubscribe", unsubscribe, methods=["POST"]),
+        Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
+        Mount("/", StaticFiles(directory=settings.output_path, html=True)),
+    ])
