@@ -69,7 +69,7 @@ def main() -> None:
         small = root / "small"
         small.mkdir()
         make_project(small, 7)
-        newsletter = [sys.executable, "-m", "newsletter.cli"]
+        newsletter = [sys.executable, "-m", "newsletter"]
         subprocess.run([*newsletter, "build"], cwd=small, check=True, stdout=subprocess.DEVNULL)
         essay = small / "issues" / "essay-00003.md"
         times = []

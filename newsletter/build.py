@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .atomic import write_atomic
 from .config import Settings
+from .errors import NewsletterError
 from .essays import Essay, EssayError, read_essays
 from .render import RenderedIssue, Renderer, issue_url, templates_digest
 
@@ -205,7 +206,7 @@ def _write_archive(settings: Settings, essays: list[Essay]) -> None:
     _write_if_changed(out / "feed.xml", renderer.render_page("feed.xml.j2", issues=issues, updated=updated).encode("utf-8"))
 
 
-class IssueNotReady(Exception):
+class IssueNotReady(NewsletterError):
     """The issue named cannot be sent as it stands; str() says why and what to do."""
 
 

@@ -13,6 +13,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import NewsletterError
+
 CONFIG_FILE = "newsletter.toml"
 PROVIDERS = ("outbox", "smtp", "sendgrid")
 
@@ -24,7 +26,7 @@ SECRET_ENV = {
 }
 
 
-class ConfigError(Exception):
+class ConfigError(NewsletterError):
     """A setting is missing, unknown or of the wrong type; the message names it."""
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import frontmatter
 import yaml
 
+from .errors import NewsletterError
+
 REQUIRED_KEYS = ("title", "date")
 OPTIONAL_KEYS = ("summary", "slug")
 ALLOWED_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
@@ -22,7 +24,7 @@ DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}-")
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
-class EssayError(Exception):
+class EssayError(NewsletterError):
     """An essay cannot be read; str() gives 'file:line: what is wrong and what to do'."""
 
     def __init__(self, path: Path, line: int | None, message: str):

@@ -12,13 +12,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from .config import Settings
+from .errors import NewsletterError
+from .messages import Issue, Recipient
+from .providers import DeliveryFailed, OutcomeUnknown, Provider
 from .store.schema import batches, deliveries, sends, subscribers, utcnow
+from .store.subscribers import email_key
+from .tokens import Signer, load_secret, unsubscribe_url
 
 OPEN = ("queued", "held", "sending")  # a send that will still mail people
 ALREADY = OPEN + ("sent",)
 
 
-class SendError(Exception):
+class SendError(NewsletterError):
     """The editor asked for something that cannot be done as asked; str() says why and what to do."""
 
 
@@ -170,4 +176,18 @@ def finish_if_complete(conn: Connection, send_id: int) -> bool:
     return result.rowcount == 1
 
 
-__all__ = ["SendError", "SendSummary", "active_count", "cancel", "parse_when", "queue", "resolve", "summaries"]
+def send_test_copy(settings: Settings, provider: Provider, issue: Issue, address: str) -> str:
+    """Send one copy of `issue` to `address` now, recording no send; returns the address.
+
+    Its unsubscribe link is signed for no subscriber, so it unsubscribes nobody.
+    """
+    email, _ = email_key(address)
+    link = unsubscribe_url(settings, Signer(load_secret(settings)).token(0, issue.slug))
+    try:
+        provider.send(issue, [Recipient(email=email, name="", unsubscribe_url=link)])
+    except (DeliveryFailed, OutcomeUnknown) as exc:
+        raise SendError(f"the test copy was not sent: {exc}") from None
+    return email
+
+
+__all__ = ["SendError", "SendSummary", "active_count", "cancel", "parse_when", "queue", "resolve", "send_test_copy", "summaries"]

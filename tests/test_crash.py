@@ -21,7 +21,7 @@ from .test_send import active_emails, add_readers, queue_now, run
 
 def scheduler_process(settings: Settings, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "newsletter.cli", "scheduler", "--once"],
+        [sys.executable, "-m", "newsletter", "scheduler", "--once"],
         cwd=settings.root, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -92,11 +92,11 @@ def test_kill_9_with_the_outbox_has_no_doubt_and_everyone_gets_one_file(newslett
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_schedulers_at_once_on_postgresql_send_each_reader_once(
     newsletter_with_list: Settings, store: Store, smtp_server, database_url: str
 ) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("this runs against PostgreSQL, where several schedulers share one list")
+    assert store.dialect == "postgresql"
     add_readers(store, 300)
     env = {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": smtp_server.url, "NEWSLETTER_BATCH_SIZE": "10"}
     queue_now()

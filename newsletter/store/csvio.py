@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from ..errors import NewsletterError
 from .db import Store
 from .schema import ACTIVE, STATUSES, SUPPRESSED, subscriber_events, subscribers, utcnow
 from .subscribers import InvalidEmail, email_key
@@ -28,7 +29,7 @@ NAME_HEADERS = {"name", "fullname", "displayname"}
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-class CsvError(Exception):
+class CsvError(NewsletterError):
     """The file as a whole cannot be imported; nothing was changed."""
 
 

@@ -11,14 +11,15 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, func, insert, select, update
 
+from ..errors import NewsletterError
 from .schema import ACTIVE, STATUSES, SUPPRESSED, subscriber_events, subscribers, utcnow
 
 
-class InvalidEmail(ValueError):
+class InvalidEmail(NewsletterError, ValueError):
     """Not an address mail can be sent to; str() says why."""
 
 
-class SubscriberError(Exception):
+class SubscriberError(NewsletterError):
     """An operation on the list that cannot be done as asked; str() says what to do."""
 
 

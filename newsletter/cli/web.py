@@ -1,0 +1,62 @@
+"""preview and serve: the editor's live preview and the public app."""
+
+from __future__ import annotations
+
+import click
+
+from .common import cli, open_store, run_build, settings
+
+
+@cli.command()
+@click.option("--port", default=8001, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--no-open", is_flag=True, help="Do not open the browser.")
+def preview(port: int, no_open: bool) -> None:
+    """Preview every issue in the browser while you write.
+
+    Each issue shows at desktop (600 px) and phone (375 px) width, with its
+    text part and web version. Saving an essay or a template rebuilds what
+    changed and the open page reloads by itself; a broken essay shows its
+    error in the page.
+    """
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from ..web.preview import create_app
+
+    config = settings()
+    report = run_build(config)
+    url = f"http://127.0.0.1:{port}/"
+    click.echo(f"Previewing at {url} (Ctrl-C to stop)")
+    if not no_open:
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    uvicorn.run(create_app(config, report), host="127.0.0.1", port=port, log_level="warning",
+                timeout_graceful_shutdown=1)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+def serve(host: str, port: int) -> None:
+    """Run the public app: the web archive and feed from build/, unsubscribe
+    links (GET shows a button, POST unsubscribes; RFC 8058 one-click) and
+    SendGrid's signed Event Webhook at /webhooks/sendgrid.
+
+    Put it behind your web server at the base_url setting. Webhook calls are
+    refused unless SENDGRID_WEBHOOK_PUBLIC_KEY is set.
+    """
+    import logging
+
+    import uvicorn
+
+    from ..tokens import load_secret
+    from ..web.public import RedactTokens, create_app
+
+    config = settings()
+    secret = load_secret(config)
+    store = open_store(config)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    click.echo(f"Serving {config.site_name} on http://{host}:{port}/")
+    uvicorn.run(create_app(config, store, secret), host=host, port=port, log_level="info")
