@@ -21,6 +21,8 @@ from sqlalchemy.engine import make_url
 from .config import ConfigError, Settings
 
 SALT = "newsletter.unsubscribe"
+# One compact encoder, made once: json.dumps(separators=…) builds a new one per call.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class BadToken(ValueError):
@@ -85,7 +87,7 @@ class Signer:
         self._signer = _KeyOnceSigner(secret, salt=SALT)
 
     def token(self, subscriber_id: int, issue: str) -> str:
-        payload = base64_encode(json.dumps([subscriber_id, issue], separators=(",", ":")).encode("utf-8"))
+        payload = base64_encode(_compact_json([subscriber_id, issue]).encode("utf-8"))
         return self._signer.sign(payload).decode("ascii")
 
     def verify(self, token: str) -> UnsubscribeToken:

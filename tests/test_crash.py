@@ -110,3 +110,26 @@ def test_two_schedulers_at_once_on_postgresql_send_each_reader_once(
     with store.engine.connect() as conn:
         claimers = set(conn.execute(select(batches.c.claimed_by)).scalars())
     assert len(claimers) == 2, "both schedulers did part of the work"
+
+
+def test_sigterm_stops_the_scheduler_after_its_current_batch(newsletter_with_list: Settings, store: Store, smtp_server) -> None:
+    add_readers(store, 64)
+    env = {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": smtp_server.url, "NEWSLETTER_BATCH_SIZE": "10"}
+    os.environ.update(env)
+    try:
+        queue_now()
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+    recorder = smtp_server.recorder
+    recorder.delay = 0.05
+    running = subprocess.Popen([sys.executable, "-m", "newsletter", "scheduler", "--poll", "1"], cwd=newsletter_with_list.root,
+                               env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: len(recorder.recipients()) >= 15)
+    running.send_signal(signal.SIGTERM)
+    output = running.communicate(timeout=60)[0]
+    assert running.returncode == 0 and "Scheduler stopped" in output, output
+    delivered = len(recorder.recipients())
+    assert delivered % 10 == 0 and delivered < len(active_emails(store)), "it finished its batch, then stopped"
+    with store.engine.connect() as conn:
+        assert set(conn.execute(select(batches.c.status)).scalars()) == {"done", "pending"}, "nothing left in flight or in doubt"
