@@ -107,7 +107,7 @@ def _render_all(settings: Settings, essays: list[Essay]) -> Iterable[tuple[Essay
             yield essay, renderer.render(essay)
         return
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
-        yield from zip(essays, pool.map(_render_in_worker, essays, chunksize=8))
+        yield from zip(essays, pool.map(_render_in_worker, essays, chunksize=8), strict=True)
 
 
 def _write_if_changed(path: Path, data: bytes) -> bool:

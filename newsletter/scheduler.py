@@ -31,8 +31,9 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, literal, select, update
 
 from .config import Settings
 from .messages import Issue, Recipient
@@ -110,12 +111,12 @@ class Scheduler:
         with self.store.begin() as conn:
             conn.execute(delete(schedulers).where(schedulers.c.id == self.id))
 
-    def _is_alive(self, row: object | None, now: dt.datetime) -> bool:
+    def _is_alive(self, row: Row[Any] | None, now: dt.datetime) -> bool:
         if row is None:
             return False
-        if row.host == self.host and not _pid_alive(row.pid):  # type: ignore[attr-defined]
+        if row.host == self.host and not _pid_alive(row.pid):
             return False
-        return row.heartbeat_at > now - STALE_AFTER  # type: ignore[attr-defined]
+        return row.heartbeat_at > now - STALE_AFTER
 
     # -- the four steps ---------------------------------------------------
     def _recover(self, report: RunReport) -> None:
@@ -142,18 +143,18 @@ class Scheduler:
                                       .where(batches.c.status == "in_doubt")):
                 report.in_doubt.append(f"send #{batch.send_id} batch {batch.number}: {batch.error}")
 
-    def _hold_if_overdue(self, conn: Connection, send: object, now: dt.datetime, since: dt.datetime,
+    def _hold_if_overdue(self, conn: Connection, send: Row[Any], now: dt.datetime, since: dt.datetime,
                          report: RunReport) -> bool:
         grace = dt.timedelta(hours=self.settings.grace_hours)
-        if send.late_ok or now - since <= grace:  # type: ignore[attr-defined]
+        if send.late_ok or now - since <= grace:
             return False
         hours = (now - since).total_seconds() / 3600
         note = (f"held: found {hours:.1f} hours late (grace {self.settings.grace_hours:g} h); "
-                f"send anyway with `newsletter resolve {send.id} --send-late`, or cancel it")  # type: ignore[attr-defined]
-        result = conn.execute(update(sends).where(sends.c.id == send.id, sends.c.status == send.status)  # type: ignore[attr-defined]
+                f"send anyway with `newsletter resolve {send.id} --send-late`, or cancel it")
+        result = conn.execute(update(sends).where(sends.c.id == send.id, sends.c.status == send.status)
                               .values(status="held", note=note))
         if result.rowcount:
-            report.held.append(f"send #{send.id} ({send.issue_slug}): {note}")  # type: ignore[attr-defined]
+            report.held.append(f"send #{send.id} ({send.issue_slug}): {note}")
         return True
 
     def _start(self, report: RunReport) -> None:
@@ -189,7 +190,7 @@ class Scheduler:
                 finish_if_complete(conn, send.id)  # at once, when there is nobody to send to
                 report.started.append(send.id)
 
-    def _claim(self) -> object | None:
+    def _claim(self) -> Row[Any] | None:
         """Take one pending batch of a sending send, or None when there is none."""
         while True:
             with self.store.begin() as conn:
@@ -208,17 +209,17 @@ class Scheduler:
 
     def _issue(self, conn: Connection, send_id: int) -> Issue:
         if send_id not in self._issues:
-            row = conn.execute(select(sends).where(sends.c.id == send_id)).first()
+            row = conn.execute(select(sends).where(sends.c.id == send_id)).one()
             self._issues[send_id] = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text, send_id=row.id)
         return self._issues[send_id]
 
-    def _send(self, batch: object, report: RunReport) -> None:
+    def _send(self, batch: Row[Any], report: RunReport) -> None:
         with self.store.engine.connect() as conn:
-            issue = self._issue(conn, batch.send_id)  # type: ignore[attr-defined]
+            issue = self._issue(conn, batch.send_id)
             rows = conn.execute(
                 select(deliveries.c.id, deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name, subscribers.c.status)
                 .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-                .where(deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number,  # type: ignore[attr-defined]
+                .where(deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number,
                        deliveries.c.status == "pending")
                 .order_by(deliveries.c.id)
             ).all()
@@ -233,11 +234,11 @@ class Scheduler:
             refused = self.provider.send(issue, recipients) if recipients else {}
         except OutcomeUnknown as exc:
             self._set_batch(batch, "in_doubt", str(exc), skipped)
-            report.in_doubt.append(f"send #{batch.send_id} batch {batch.number}: {exc}")  # type: ignore[attr-defined]
+            report.in_doubt.append(f"send #{batch.send_id} batch {batch.number}: {exc}")
             return
         except DeliveryFailed as exc:
             self._set_batch(batch, "failed", str(exc), skipped)
-            report.errors.append(f"send #{batch.send_id} batch {batch.number}: {exc}")  # type: ignore[attr-defined]
+            report.errors.append(f"send #{batch.send_id} batch {batch.number}: {exc}")
             return
         self._finish(batch, skipped, refused)
         report.batches += 1
@@ -245,14 +246,14 @@ class Scheduler:
         report.skipped += len(skipped)
         report.failed += len(refused)
 
-    def _set_batch(self, batch: object, status: str, error: str, skipped: list[int]) -> None:
+    def _set_batch(self, batch: Row[Any], status: str, error: str, skipped: list[int]) -> None:
         with self.store.begin() as conn:
             if skipped:
                 conn.execute(update(deliveries).where(deliveries.c.id.in_(skipped)).values(status="skipped"))
-            conn.execute(update(batches).where(batches.c.id == batch.id, batches.c.claimed_by == self.id)  # type: ignore[attr-defined]
+            conn.execute(update(batches).where(batches.c.id == batch.id, batches.c.claimed_by == self.id)
                          .values(status=status, error=error, finished_at=utcnow()))
 
-    def _finish(self, batch: object, skipped: list[int], refused: dict[int, str]) -> None:
+    def _finish(self, batch: Row[Any], skipped: list[int], refused: dict[int, str]) -> None:
         now = utcnow()
         with self.store.begin() as conn:
             if skipped:
@@ -260,16 +261,16 @@ class Scheduler:
             for delivery_id, reason in refused.items():
                 conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(status="failed", error=reason))
             conn.execute(update(deliveries).where(
-                deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number,  # type: ignore[attr-defined]
+                deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number,
                 deliveries.c.status == "pending",
             ).values(status="sent", sent_at=now))
             # In doubt too: another scheduler may have taken this one for dead, yet it finished.
             conn.execute(update(batches).where(
-                batches.c.id == batch.id, batches.c.claimed_by == self.id,  # type: ignore[attr-defined]
+                batches.c.id == batch.id, batches.c.claimed_by == self.id,
                 batches.c.status.in_(("in_flight", "in_doubt")),
             ).values(status="done", finished_at=now, error=None))
-            conn.execute(update(sends).where(sends.c.id == batch.send_id).values(last_progress_at=now))  # type: ignore[attr-defined]
-            finish_if_complete(conn, batch.send_id)  # type: ignore[attr-defined]
+            conn.execute(update(sends).where(sends.c.id == batch.send_id).values(last_progress_at=now))
+            finish_if_complete(conn, batch.send_id)
 
     def _pending_recipients(self) -> int:
         with self.store.engine.connect() as conn:

@@ -60,7 +60,7 @@ def parse_when(when: str, zone: str) -> dt.datetime:
             moment = moment.replace(tzinfo=ZoneInfo(zone))
         except (ZoneInfoNotFoundError, ValueError):
             raise SendError(f"'{zone}' is not a time zone; use a name such as Europe/London or UTC") from None
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def active_count(conn: Connection) -> int:
@@ -89,7 +89,7 @@ def queue(conn: Connection, slug: str, subject: str, html: str, text: str, at: d
             issue_slug=slug, subject=subject, html=html, text=text, status="queued", scheduled_at=at,
             created_at=now, late_ok=False, note="",
         )
-    ).inserted_primary_key[0])
+    ).inserted_primary_key[0])  # type: ignore[index]
 
 
 def summaries(conn: Connection, send_id: int | None = None) -> list[SendSummary]:

@@ -34,7 +34,7 @@ class _Writer:
 
     def paragraph(self, text: str) -> None:
         first, rest = self.prefixes()
-        lines = []
+        lines: list[str] = []
         for piece in text.split("\n"):  # hard breaks survive wrapping
             lines.append(
                 textwrap.fill(

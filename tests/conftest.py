@@ -7,11 +7,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from newsletter.config import Settings, load_settings
 from newsletter.store import Store
+
+if TYPE_CHECKING:
+    from .sendgrid_server import SendGridServer
+    from .smtp_server import SmtpServer
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -111,7 +116,7 @@ def store(store_settings: Settings) -> Iterator[Store]:
 
 
 @pytest.fixture
-def sendgrid_server() -> Iterator["SendGridServer"]:
+def sendgrid_server() -> Iterator[SendGridServer]:
     from .sendgrid_server import SendGridServer
 
     server = SendGridServer().start()
@@ -120,7 +125,7 @@ def sendgrid_server() -> Iterator["SendGridServer"]:
 
 
 @pytest.fixture
-def smtp_server() -> Iterator["SmtpServer"]:
+def smtp_server() -> Iterator[SmtpServer]:
     from .smtp_server import SmtpServer
 
     server = SmtpServer().start()

@@ -14,7 +14,7 @@ from newsletter.config import Settings
 from newsletter.essays import read_essays
 from newsletter.personalize import UNSUBSCRIBE_PLACEHOLDER
 
-from .conftest import REPO, SHARED
+from .conftest import SHARED
 from .textutil import fold, markdown_paragraphs, text_part_prose, visible_text
 
 DEBRIS = ("corbyn crowd", "Benn 2", "LikeShow More Reactions")

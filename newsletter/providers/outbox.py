@@ -25,7 +25,7 @@ class OutboxProvider:
 
     def path_for(self, issue: Issue, recipient: Recipient) -> Path:
         if issue.send_id is None or recipient.delivery_id is None:
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
             safe = re.sub(r"[^A-Za-z0-9@._-]", "_", recipient.email)
             return self.folder / "test" / f"{stamp}-{safe}.eml"
         return self.folder / f"send-{issue.send_id}" / f"{recipient.delivery_id:08d}.eml"

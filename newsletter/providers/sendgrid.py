@@ -85,7 +85,7 @@ class SendGridProvider:
         if error is not None and error.status_code == 429:
             reset = (error.headers or {}).get("X-RateLimit-Reset")
             try:
-                return min(self.max_wait, max(0.05, float(reset) - time.time()))
+                return min(self.max_wait, max(0.05, float(str(reset)) - time.time()))
             except (TypeError, ValueError):
                 pass
         return min(self.max_wait, self.backoff_base * 2**attempt * random.uniform(0.5, 1.5))

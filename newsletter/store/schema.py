@@ -31,7 +31,7 @@ SUPPRESSED = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
 
 def utcnow() -> dt.datetime:
     """Now in UTC, without tzinfo: every timestamp in the store is naive UTC."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 subscribers = Table(

@@ -79,7 +79,7 @@ def _insert(conn: Connection, email: str, key: str, name: str, status: str, sour
             email=email, email_key=key, name=name, attributes=attributes or {}, status=status,
             source=source, created_at=now, updated_at=now, status_changed_at=now,
         )
-    ).inserted_primary_key[0]
+    ).inserted_primary_key[0]  # type: ignore[index]
     _record(conn, new_id, status, source, now)
     return int(new_id)
 
@@ -155,7 +155,7 @@ def iter_subscribers(conn: Connection, statuses: tuple[str, ...] = STATUSES) -> 
 
 def counts(conn: Connection) -> dict[str, int]:
     """How many subscribers have each status (every status listed, zeros included)."""
-    found = dict(conn.execute(select(subscribers.c.status, func.count()).group_by(subscribers.c.status)).all())
+    found: dict[str, int] = dict(conn.execute(select(subscribers.c.status, func.count()).group_by(subscribers.c.status)).all())
     return {status: int(found.get(status, 0)) for status in STATUSES}
 
 
