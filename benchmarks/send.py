@@ -135,8 +135,11 @@ def main() -> None:
     host = server.stdout.readline().strip()
     try:
         small, large = 10_000, args.large
-        ours = {n: child("send", n, host) for n in (small, large)}
-        theirs = child("bare", large, host)
+        ours = {small: child("send", small, host)}
+        # Best of three for both rates: the loopback timings are noisy on a shared machine.
+        runs = [child("send", large, host) for _ in range(3)]
+        ours[large] = min(runs, key=lambda r: r["seconds"])
+        theirs = min((child("bare", large, host) for _ in range(3)), key=lambda r: r["seconds"])
     finally:
         server.stdin.close()
         server.wait()
@@ -144,7 +147,7 @@ def main() -> None:
     bare_rate = large / theirs["seconds"]
     print(f"newsletter scheduler: {ours_rate:,.0f} recipients/s over {large:,} recipients")
     print(f"bare sendgrid client: {bare_rate:,.0f} recipients/s posting {large // 1000} prebuilt payloads")
-    print(f"ratio: {ours_rate / bare_rate:.0%} of the bare client (goal >= 40%)")
+    print(f"ratio: {ours_rate / bare_rate:.0%} of the bare client (goal >= 40%; best of 3 runs each)")
     for n, r in ours.items():
         print(f"peak RSS sending to {n:>7,}: {r['peak_rss_mib']:.1f} MiB")
     growth = ours[large]["peak_rss_mib"] / ours[small]["peak_rss_mib"] - 1

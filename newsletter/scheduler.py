@@ -224,12 +224,16 @@ class Scheduler:
                 .order_by(deliveries.c.id)
             ).all()
             conn.rollback()
-        skipped = [row.id for row in rows if row.status != "active"]
-        recipients = [
-            Recipient(email=row.email, name=row.name, subscriber_id=row.subscriber_id, delivery_id=row.id,
-                      unsubscribe_url=unsubscribe_url(self.settings, self.signer.token(row.subscriber_id, issue.slug)))
-            for row in rows if row.status == "active"
-        ]
+        # The one per-recipient step of a send: a signed link, then a substitution in the provider.
+        link = unsubscribe_url(self.settings, "")
+        token = self.signer.token
+        skipped: list[int] = []
+        recipients: list[Recipient] = []
+        for delivery_id, subscriber_id, email, name, status in rows:
+            if status != "active":
+                skipped.append(delivery_id)  # unsubscribed (or bounced…) since the send was frozen
+                continue
+            recipients.append(Recipient(email, name, link + token(subscriber_id, issue.slug), subscriber_id, delivery_id))
         try:
             refused = self.provider.send(issue, recipients) if recipients else {}
         except OutcomeUnknown as exc:

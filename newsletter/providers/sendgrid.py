@@ -60,16 +60,18 @@ class SendGridProvider:
         self.client = SendGridAPIClient(api_key=settings.sendgrid_api_key, host=settings.sendgrid_host.rstrip("/"))
 
     def payload(self, issue: Issue, recipients: list[Recipient]) -> dict:
+        track = issue.send_id is not None
+        send_id = str(issue.send_id)
         personalizations = []
         for r in recipients:
-            to = {"email": r.email, "name": r.name} if r.name else {"email": r.email}
+            url = r.unsubscribe_url
             entry: dict = {
-                "to": [to],
-                "substitutions": {UNSUBSCRIBE_PLACEHOLDER: r.unsubscribe_url},
-                "headers": {"List-Unsubscribe": f"<{r.unsubscribe_url}>", "List-Unsubscribe-Post": ONE_CLICK},
+                "to": [{"email": r.email, "name": r.name} if r.name else {"email": r.email}],
+                "substitutions": {UNSUBSCRIBE_PLACEHOLDER: url},
+                "headers": {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": ONE_CLICK},
             }
-            if issue.send_id is not None and r.delivery_id is not None:
-                entry["custom_args"] = {"send_id": str(issue.send_id), "delivery_id": str(r.delivery_id)}
+            if track and r.delivery_id is not None:
+                entry["custom_args"] = {"send_id": send_id, "delivery_id": str(r.delivery_id)}
             personalizations.append(entry)
         sender = {"email": self.settings.sender_address}
         if self.settings.sender_name:
