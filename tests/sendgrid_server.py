@@ -16,6 +16,7 @@ from pathlib import Path
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "sendgrid-mail-send-openapi.json"
 API_KEY = "SG.test-key-not-a-real-one"
+MESSAGES = {429: "too many requests", 500: "internal error", 400: "The from address does not match a verified Sender Identity."}
 
 
 def mail_send_validator():  # noqa: ANN201
@@ -81,23 +82,27 @@ class SendGridServer:
                     scripted = server.script.pop(0) if server.script else None
                 if scripted:
                     status, headers = scripted
-                    message = {429: "too many requests", 500: "internal error", 400: "The from address does not match a verified Sender Identity."}[status]
-                    return self.answer(status, {"errors": [{"message": message, "field": "from" if status == 400 else None}]}, headers)
+                    message = MESSAGES[status]
+                    field = "from" if status == 400 else None
+                    return self.answer(status, {"errors": [{"message": message, "field": field}]}, headers)
                 body = json.loads(raw)
                 if server.validator is not None:
                     errors = sorted(server.validator.iter_errors(body), key=str)
                     if errors:
                         server.invalid.append(errors[0].message)
-                        return self.answer(400, {"errors": [{"message": e.message, "field": "/".join(map(str, e.path))} for e in errors[:5]]})
+                        problems = [{"message": e.message, "field": "/".join(map(str, e.path))} for e in errors[:5]]
+                        return self.answer(400, {"errors": problems})
                 personalizations = body.get("personalizations", [])
                 if not 1 <= len(personalizations) <= 1000:
-                    return self.answer(400, {"errors": [{"message": "The personalizations field must have between 1 and 1000 items.", "field": "personalizations"}]})
+                    problem = {"message": "The personalizations field must have between 1 and 1000 items.", "field": "personalizations"}
+                    return self.answer(400, {"errors": [problem]})
                 if server.delay:
                     time.sleep(server.delay)
                 with server.lock:
                     server.request_sizes.append(len(personalizations))
                     for p in personalizations:
-                        server.accepted.append(Accepted(p["to"][0]["email"], p.get("substitutions", {}), p.get("headers", {}), p.get("custom_args", {}), body))
+                        server.accepted.append(Accepted(p["to"][0]["email"], p.get("substitutions", {}), p.get("headers", {}),
+                                                        p.get("custom_args", {}), body))
                 return self.answer(202)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -81,7 +81,8 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
             if subscriber.status == "active":
                 ops.set_status(conn, subscriber.id, "unsubscribed",
                                "one-click unsubscribe (RFC 8058)" if one_click else "unsubscribe link")
-        return page(200, "You are unsubscribed", f"{subscriber.email} will get no more issues of {settings.site_name}. Sorry to see you go.")
+        return page(200, "You are unsubscribed",
+                    f"{subscriber.email} will get no more issues of {settings.site_name}. Sorry to see you go.")
 
     async def sendgrid_events(request: Request) -> Response:
         body = await request.body()
