@@ -128,6 +128,12 @@ def build(
 
     `progress(done, total)` is called after each issue that had to be rendered.
     """
+    for folder in (settings.issues_path, settings.templates_path):
+        if not folder.is_dir():
+            raise IssueNotReady(
+                f"{folder} does not exist; run newsletter in the folder that holds newsletter.toml, "
+                "issues/ and templates/ (the sample newsletter has all three)"
+            )
     out = settings.output_path
     out.mkdir(parents=True, exist_ok=True)
     essays, errors = read_essays(settings.issues_path)

@@ -16,6 +16,7 @@ import jinja2
 from markdown_it import MarkdownIt
 
 from .config import Settings
+from .errors import NewsletterError
 from .essays import Essay
 from .personalize import UNSUBSCRIBE_PLACEHOLDER
 from .textpart import markdown_to_text
@@ -28,6 +29,18 @@ class RenderedIssue:
     email_html: str
     email_text: str
     web_html: str
+
+
+class TemplateProblem(NewsletterError):
+    """A template is missing or broken; str() names the file and line."""
+
+
+def _template_problem(exc: jinja2.TemplateError, folder: Path) -> TemplateProblem:
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return TemplateProblem(f"{folder / exc.name}: template not found; the sample templates/ folder has every one needed")
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return TemplateProblem(f"{exc.filename or folder / str(exc.name)}:{exc.lineno}: {exc.message}")
+    return TemplateProblem(f"{folder}: a template failed: {exc.message}")
 
 
 def markdown() -> MarkdownIt:
@@ -124,6 +137,12 @@ class Renderer:
         }
 
     def render(self, essay: Essay) -> RenderedIssue:
+        try:
+            return self._render(essay)
+        except jinja2.TemplateError as exc:
+            raise _template_problem(exc, self.settings.templates_path) from None
+
+    def _render(self, essay: Essay) -> RenderedIssue:
         body_html = self.md.render(essay.body)
         body_text, links = markdown_to_text(self.md, essay.body)
         ctx = self.context(essay)
@@ -137,10 +156,13 @@ class Renderer:
 
     def render_page(self, template: str, **values: object) -> str:
         """Any other page (archive, feed) with the site-wide values filled in."""
-        return self.env.get_template(template).render(
-            site_name=self.settings.site_name,
-            base_url=self.settings.base_url.rstrip("/"),
-            archive_url=self.settings.base_url.rstrip("/") + "/",
-            language=self.settings.language,
-            **values,
-        )
+        try:
+            return self.env.get_template(template).render(
+                site_name=self.settings.site_name,
+                base_url=self.settings.base_url.rstrip("/"),
+                archive_url=self.settings.base_url.rstrip("/") + "/",
+                language=self.settings.language,
+                **values,
+            )
+        except jinja2.TemplateError as exc:
+            raise _template_problem(exc, self.settings.templates_path) from None

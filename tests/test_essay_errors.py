@@ -69,3 +69,19 @@ def test_an_essay_that_breaks_keeps_its_last_good_output(settings: Settings) -> 
     assert (settings.output_path / "2017-02-20-we-are-the-union" / "email.html").is_file()
     essay.write_text(essay.read_text(encoding="utf-8").replace("titel:", "title:"), encoding="utf-8")
     assert build(settings).ok
+
+
+def test_a_broken_template_names_its_file_and_line(settings: Settings) -> None:
+    template = settings.templates_path / "email.html.j2"
+    lines = template.read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2] + " {% if %}"
+    template.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["build"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "email.html.j2:3:" in result.output
+
+
+def test_running_outside_a_newsletter_folder_says_where_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["build"])
+    assert result.exit_code == 1 and "does not exist; run newsletter in the folder that holds newsletter.toml" in result.output

@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..build import BuildReport, build
 from ..config import Settings
+from ..errors import NewsletterError
 from ..render import template_environment
 
 log = logging.getLogger("newsletter.preview")
@@ -30,13 +31,18 @@ class PreviewState:
     generation: int = 0
     changed: asyncio.Condition | None = None
     closing: bool = field(default=False)
+    problem: str = ""  # a build-wide error (a broken template), shown above everything
 
     def errors_for(self, slug: str) -> list[str]:
         return [str(e) for e in self.report.errors if e.path.stem == slug]
 
 
 async def _rebuild(state: PreviewState) -> None:
-    state.report = await anyio.to_thread.run_sync(build, state.settings)
+    try:
+        state.report = await anyio.to_thread.run_sync(build, state.settings)
+        state.problem = ""
+    except NewsletterError as exc:
+        state.problem = str(exc)  # keep the last good build on show, with the error above it
     state.generation += 1
     log.info("rebuilt %d issue(s); %d error(s)", len(state.report.built), len(state.report.errors))
     if state.changed is not None:
@@ -52,7 +58,7 @@ async def _watch(state: PreviewState, stop: anyio.Event) -> None:
     async for _changes in awatch(*folders, stop_event=stop, debounce=200, step=50):
         try:
             await _rebuild(state)
-        except Exception:  # noqa: BLE001 - a template error must not stop the preview
+        except Exception:  # noqa: BLE001 - nothing a file on disk does may stop the preview
             log.exception("rebuild failed")
 
 
@@ -63,7 +69,7 @@ def create_app(settings: Settings, report: BuildReport | None = None, watch: boo
     def render(template: str, **values: object) -> HTMLResponse:
         html = env.get_template(template).render(
             site_name=settings.site_name, language=settings.language, generation=state.generation,
-            errors=[str(e) for e in state.report.errors], **values,
+            errors=[state.problem] * bool(state.problem) + [str(e) for e in state.report.errors], **values,
         )
         return HTMLResponse(html)
 
