@@ -66,12 +66,13 @@ def open_store(settings: Settings) -> Store:
 
 
 @contextlib.contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A callback(done, total) that draws a rich progress bar once the work is large."""
+def progress_bar(label: str, threshold: int = PROGRESS_THRESHOLD) -> Iterator[Callable[[int, int], None]]:
+    """A callback(done, total) that draws a rich progress bar once the work is large:
+    `total` of at least `threshold` (essays, recipients, bytes…)."""
     state: dict[str, Any] = {}
 
     def update(done: int, total: int) -> None:
-        if total < PROGRESS_THRESHOLD:
+        if total < threshold:
             return
         if "bar" not in state:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

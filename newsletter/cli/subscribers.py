@@ -43,7 +43,7 @@ def import_(file: Path, dry_run: bool) -> None:
     from ..store.csvio import import_csv
 
     store = open_store(settings())
-    with progress_bar("Importing") as update:
+    with progress_bar("Importing", threshold=1_000_000) as update:  # progress is in bytes read
         report = import_csv(store, file, dry_run=dry_run, progress=update)
     console = Console()
     for bad in report.invalid:
