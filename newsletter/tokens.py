@@ -33,24 +33,25 @@ class UnsubscribeToken:
 
 
 def secret_file(settings: Settings) -> Path | None:
-    """Where the embedded default keeps its secret: beside the SQLite database."""
-    url = make_url(settings.resolved_database_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+    """Where the embedded default keeps its secret: beside its SQLite database.
+    None for a database the user chose, which other machines may share."""
+    if settings.database_url:
         return None
-    return Path(url.database).with_name("secret")
+    return Path(make_url(settings.resolved_database_url).database or "").with_name("secret")
 
 
 def load_secret(settings: Settings) -> str:
-    """NEWSLETTER_SECRET; or, on a SQLite database, a random secret made on first use
-    and kept beside it (never in git). Any other database needs NEWSLETTER_SECRET."""
+    """NEWSLETTER_SECRET; or, on the embedded default database, a random secret made
+    on first use and kept beside it (never in git). Any other database needs NEWSLETTER_SECRET."""
     if settings.secret:
         return settings.secret
     path = secret_file(settings)
     if path is None:
         raise ConfigError(
-            "NEWSLETTER_SECRET is not set. Unsubscribe links are signed with it, and this database "
-            "is not a local SQLite file beside which one could be kept: set NEWSLETTER_SECRET to a long "
-            "random string, the same on every machine that sends or serves this newsletter"
+            "NEWSLETTER_SECRET is not set. Unsubscribe links are signed with it, and only the embedded "
+            "default database keeps a secret of its own: with NEWSLETTER_DATABASE_URL set, set "
+            "NEWSLETTER_SECRET to a long random string, the same on every machine that sends or serves "
+            "this newsletter"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -92,7 +92,9 @@ def test_default_secret_is_made_once_beside_the_database_and_ignored_by_git(sett
     assert ignored.returncode == 0, ".newsletter/ must be ignored by git"
 
 
-def test_a_non_default_database_without_a_secret_is_a_clear_error(settings: Settings) -> None:
-    settings = dataclasses.replace(settings, database_url="postgresql://postgres@127.0.0.1:5432/test", secret="")
+@pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:5432/test", "sqlite:///elsewhere.db"])
+def test_a_non_default_database_without_a_secret_is_a_clear_error(settings: Settings, url: str) -> None:
+    settings = dataclasses.replace(settings, database_url=url, secret="")
     with pytest.raises(ConfigError, match="NEWSLETTER_SECRET is not set"):
         load_secret(settings)
+    assert load_secret(dataclasses.replace(settings, secret="from-the-environment")) == "from-the-environment"
