@@ -14,6 +14,7 @@ from aiosmtpd.controller import Controller
 class Recorder:
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], email.message.EmailMessage]] = []
+        self.sessions: list[tuple[bool, bytes | None]] = []  # (over TLS?, login) per message
         self.delay = 0.0
         self.lock = threading.Lock()
 
@@ -23,6 +24,8 @@ class Recorder:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append((list(envelope.rcpt_tos), message))
+            login = getattr(session.auth_data, "login", None) if session.authenticated else None
+            self.sessions.append((session.ssl is not None, login))
         return "250 OK"
 
     def recipients(self) -> list[str]:
@@ -37,10 +40,23 @@ def free_port() -> int:
 
 
 class SmtpServer:
-    def __init__(self) -> None:
+    """Plain by default; with `tls_context` and `login` it insists on STARTTLS, then AUTH."""
+
+    def __init__(self, tls_context=None, login: tuple[str, str] | None = None) -> None:  # noqa: ANN001
+        from aiosmtpd.smtp import AuthResult
+
         self.recorder = Recorder()
         self.port = free_port()
-        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
+        extra = {}
+        if tls_context is not None:
+            extra.update(tls_context=tls_context, require_starttls=True)
+        if login is not None:
+            def authenticate(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+                given = (auth_data.login.decode(), auth_data.password.decode())
+                return AuthResult(success=given == login, auth_data=auth_data)
+
+            extra.update(authenticator=authenticate, auth_required=True)
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, **extra)
 
     @property
     def url(self) -> str:

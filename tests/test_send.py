@@ -301,3 +301,44 @@ def test_the_sample_list_and_issue_in_the_repo_are_what_the_demo_sends(project: 
     again = run("demo")
     assert "not sending it twice" in again.output
     assert len(list((project / "outbox").glob("send-*/*.eml"))) == len(list((project / "outbox").glob("send-1/*.eml")))
+
+
+def test_smtp_upgrades_to_starttls_when_offered_and_logs_in(newsletter_with_list: Settings, store: Store, tmp_path: Path,
+                                                             monkeypatch) -> None:  # noqa: ANN001
+    from .certificates import server_tls
+    from .smtp_server import SmtpServer
+
+    context, ca_file = server_tls(tmp_path)
+    server = SmtpServer(tls_context=context, login=("editor", "p@ss word")).start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # trust the test CA, and only it
+        monkeypatch.setenv("NEWSLETTER_PROVIDER", "smtp")
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", f"smtp://editor:p%40ss%20word@127.0.0.1:{server.port}")
+        queue_now()
+        result = run("scheduler", "--once")
+        assert result.exit_code == 0, result.output
+        assert sorted(server.recorder.recipients()) == sorted(active_emails(store))
+        assert set(server.recorder.sessions) == {(True, b"editor")}, "every message went over TLS, logged in"
+    finally:
+        server.stop()
+
+
+def test_smtp_refuses_a_server_whose_certificate_it_cannot_trust(newsletter_with_list: Settings, store: Store,
+                                                                 tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from newsletter.providers.smtp import SmtpProvider
+
+    from .certificates import server_tls
+    from .smtp_server import SmtpServer
+
+    context, _ = server_tls(tmp_path)
+    server = SmtpServer(tls_context=context).start()
+    try:
+        monkeypatch.setattr(SmtpProvider, "backoff_base", 0.01)
+        monkeypatch.setenv("NEWSLETTER_PROVIDER", "smtp")
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", f"smtp://127.0.0.1:{server.port}")
+        queue_now()
+        result = run("scheduler", "--once")
+        assert "cannot reach the SMTP server" in result.output and "CERTIFICATE_VERIFY_FAILED" in result.output
+        assert server.recorder.recipients() == []
+    finally:
+        server.stop()
