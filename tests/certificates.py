@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 
 def _cert(subject: str, issuer_name: x509.Name, public_key, signing_key, ca: bool) -> x509.Certificate:  # noqa: ANN001
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
