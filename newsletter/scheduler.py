@@ -61,6 +61,15 @@ class RunReport:
     completed: list[int] = field(default_factory=list)  # sends that are now fully sent
 
 
+@dataclass
+class Claim:
+    """A batch this scheduler holds in flight, and what it needs to send it."""
+
+    batch: Row[Any]
+    issue: Issue
+    rows: list[Row[Any]]  # (delivery id, subscriber id, email, name, status) of its pending deliveries
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -190,8 +199,8 @@ class Scheduler:
                 finish_if_complete(conn, send.id)  # at once, when there is nobody to send to
                 report.started.append(send.id)
 
-    def _claim(self) -> Row[Any] | None:
-        """Take one pending batch of a sending send, or None when there is none."""
+    def _claim(self) -> Claim | None:
+        """Take one pending batch of a sending send, with its recipients, or None when there is none."""
         while True:
             with self.store.begin() as conn:
                 query = (select(batches.c.id).join(sends, sends.c.id == batches.c.send_id)
@@ -205,7 +214,17 @@ class Scheduler:
                 won = conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.status == "pending").values(
                     status="in_flight", claimed_by=self.id, claimed_at=utcnow(), provider=self.provider.name)).rowcount
                 if won:
-                    return conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+                    batch = conn.execute(select(batches).where(batches.c.id == batch_id)).one()
+                    # Statuses are read here, just before sending: an unsubscribe since the freeze still counts.
+                    rows = conn.execute(
+                        select(deliveries.c.id, deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
+                               subscribers.c.status)
+                        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                        .where(deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number,
+                               deliveries.c.status == "pending")
+                        .order_by(deliveries.c.id)
+                    ).all()
+                    return Claim(batch, self._issue(conn, batch.send_id), rows)
 
     def _issue(self, conn: Connection, send_id: int) -> Issue:
         if send_id not in self._issues:
@@ -213,23 +232,14 @@ class Scheduler:
             self._issues[send_id] = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text, send_id=row.id)
         return self._issues[send_id]
 
-    def _send(self, batch: Row[Any], report: RunReport) -> None:
-        with self.store.engine.connect() as conn:
-            issue = self._issue(conn, batch.send_id)
-            rows = conn.execute(
-                select(deliveries.c.id, deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name, subscribers.c.status)
-                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-                .where(deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number,
-                       deliveries.c.status == "pending")
-                .order_by(deliveries.c.id)
-            ).all()
-            conn.rollback()
+    def _send(self, claim: Claim, report: RunReport) -> None:
+        batch, issue = claim.batch, claim.issue
         # The one per-recipient step of a send: a signed link, then a substitution in the provider.
         link = unsubscribe_url(self.settings, "")
         token = self.signer.token
         skipped: list[int] = []
         recipients: list[Recipient] = []
-        for delivery_id, subscriber_id, email, name, status in rows:
+        for delivery_id, subscriber_id, email, name, status in claim.rows:
             if status != "active":
                 skipped.append(delivery_id)  # unsubscribed (or bounced…) since the send was frozen
                 continue
@@ -295,11 +305,11 @@ class Scheduler:
             total = self._pending_recipients()
             done = 0
             while not self.stop.is_set():
-                batch = self._claim()
-                if batch is None:
+                claim = self._claim()
+                if claim is None:
                     break
                 before = report.sent + report.skipped + report.failed
-                self._send(batch, report)
+                self._send(claim, report)
                 done += report.sent + report.skipped + report.failed - before
                 if self.progress:
                     self.progress(done, total)
