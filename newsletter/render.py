@@ -37,7 +37,7 @@ class TemplateProblem(NewsletterError):
 
 def _template_problem(exc: jinja2.TemplateError, folder: Path) -> TemplateProblem:
     if isinstance(exc, jinja2.TemplateNotFound):
-        return TemplateProblem(f"{folder / exc.name}: template not found; the sample templates/ folder has every one needed")
+        return TemplateProblem(f"{folder / str(exc.name)}: template not found; the sample templates/ folder has every one needed")
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return TemplateProblem(f"{exc.filename or folder / str(exc.name)}:{exc.lineno}: {exc.message}")
     return TemplateProblem(f"{folder}: a template failed: {exc.message}")

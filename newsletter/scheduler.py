@@ -29,7 +29,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,7 @@ class Claim:
 
     batch: Row[Any]
     issue: Issue
-    rows: list[Row[Any]]  # (delivery id, subscriber id, email, name, status) of its pending deliveries
+    rows: Sequence[Any]  # rows of (delivery id, subscriber id, email, name, status) of its pending deliveries
 
 
 def _pid_alive(pid: int) -> bool:
