@@ -19,9 +19,15 @@ from newsletter.store.schema import batches, deliveries, subscribers
 from .test_send import active_emails, add_readers, queue_now, run
 
 
-def scheduler_process(settings: Settings, **env: str) -> subprocess.Popen:
+def smtp_env(server) -> dict[str, str]:  # noqa: ANN001
+    """Settings for scheduler processes that send through the test SMTP server, ten at a time."""
+    return {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": server.url, "NEWSLETTER_BATCH_SIZE": "10"}
+
+
+def scheduler_process(settings: Settings, *options: str, **env: str) -> subprocess.Popen:
+    """`newsletter scheduler` in its own process (--once unless other options are given)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "scheduler", "--once"],
+        [sys.executable, "-m", "newsletter", "scheduler", *(options or ("--once",))],
         cwd=settings.root, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -36,26 +42,21 @@ def wait_for(condition, seconds: float = 30.0) -> None:  # noqa: ANN001
 
 def test_kill_9_mid_send_then_rerun_sends_no_one_twice(newsletter_with_list: Settings, store: Store, smtp_server) -> None:
     add_readers(store, 64)
-    env = {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": smtp_server.url, "NEWSLETTER_BATCH_SIZE": "10"}
-    os.environ.update(env)
-    try:
-        queue_now()
-        recorder = smtp_server.recorder
-        recorder.delay = 0.05
-        victim = scheduler_process(newsletter_with_list, **env)
-        # Kill it halfway through its third batch: that batch is with the SMTP server.
-        wait_for(lambda: len(recorder.recipients()) >= 25)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.communicate()
-        recorder.delay = 0
+    env = smtp_env(smtp_server)
+    queue_now()
+    recorder = smtp_server.recorder
+    recorder.delay = 0.05
+    victim = scheduler_process(newsletter_with_list, **env)
+    # Kill it halfway through its third batch: that batch is with the SMTP server.
+    wait_for(lambda: len(recorder.recipients()) >= 25)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    recorder.delay = 0
 
-        rerun = scheduler_process(newsletter_with_list, **env)
-        output = rerun.communicate(timeout=120)[0]
-        assert rerun.returncode == 0, output
-        assert "in doubt" in output
-    finally:
-        for key in env:
-            os.environ.pop(key, None)
+    rerun = scheduler_process(newsletter_with_list, **env)
+    output = rerun.communicate(timeout=120)[0]
+    assert rerun.returncode == 0, output
+    assert "in doubt" in output
 
     received = Counter(recorder.recipients())
     assert received and max(received.values()) == 1, "nobody may get two copies"
@@ -98,10 +99,9 @@ def test_two_schedulers_at_once_on_postgresql_send_each_reader_once(
 ) -> None:
     assert store.dialect == "postgresql"
     add_readers(store, 300)
-    env = {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": smtp_server.url, "NEWSLETTER_BATCH_SIZE": "10"}
     queue_now()
     smtp_server.recorder.delay = 0.002
-    both = [scheduler_process(newsletter_with_list, **env) for _ in range(2)]
+    both = [scheduler_process(newsletter_with_list, "--once", **smtp_env(smtp_server)) for _ in range(2)]
     outputs = [p.communicate(timeout=180)[0] for p in both]
     assert [p.returncode for p in both] == [0, 0], outputs
     received = Counter(smtp_server.recorder.recipients())
@@ -114,17 +114,10 @@ def test_two_schedulers_at_once_on_postgresql_send_each_reader_once(
 
 def test_sigterm_stops_the_scheduler_after_its_current_batch(newsletter_with_list: Settings, store: Store, smtp_server) -> None:
     add_readers(store, 64)
-    env = {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": smtp_server.url, "NEWSLETTER_BATCH_SIZE": "10"}
-    os.environ.update(env)
-    try:
-        queue_now()
-    finally:
-        for key in env:
-            os.environ.pop(key, None)
+    queue_now()
     recorder = smtp_server.recorder
     recorder.delay = 0.05
-    running = subprocess.Popen([sys.executable, "-m", "newsletter", "scheduler", "--poll", "1"], cwd=newsletter_with_list.root,
-                               env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    running = scheduler_process(newsletter_with_list, "--poll", "1", **smtp_env(smtp_server))
     wait_for(lambda: len(recorder.recipients()) >= 15)
     running.send_signal(signal.SIGTERM)
     output = running.communicate(timeout=60)[0]
