@@ -151,7 +151,7 @@ def resolve(conn: Connection, send_id: int, *, resend: bool = False, mark_sent: 
         # The editor accepts that some of these readers may get the issue twice.
         conn.execute(update(batches).where(batches.c.send_id == send_id, troubled)
                      .values(status="pending", claimed_by=None, error=None))
-        if status in ("sent",):
+        if status == "sent":
             conn.execute(update(sends).where(sends.c.id == send_id).values(status="sending"))
         return f"batch(es) {', '.join(map(str, numbers))} will be sent again at the scheduler's next run"
     now = utcnow()

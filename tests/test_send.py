@@ -152,7 +152,6 @@ def test_someone_who_unsubscribes_after_the_freeze_is_skipped(newsletter_with_li
 
     class UnsubscribeMidway:
         name = "outbox"
-        idempotent = True
 
         def __init__(self) -> None:
             self.inner = get_provider(settings)
@@ -185,7 +184,7 @@ def test_cancel_a_queued_send_and_stop_one_in_progress(newsletter_with_list: Set
     calls = []
 
     class CancelAfterFirstBatch:
-        name, idempotent = "outbox", True
+        name = "outbox"
 
         def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
             calls.append(len(recipients))
@@ -273,7 +272,7 @@ def test_batches_are_claimed_once_even_by_racing_schedulers_in_threads(newslette
     lock = threading.Lock()
 
     class Counting:
-        name, idempotent = "smtp", False
+        name = "smtp"
 
         def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
             with lock:

@@ -29,12 +29,12 @@ class OutcomeUnknown(Exception):
 
 class Provider(Protocol):
     name: str
-    # True when sending the same delivery again cannot reach the reader twice.
-    idempotent: bool
 
     def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]: ...
 
 
+# By provider name: can a delivery be sent again without reaching the reader twice?
+# Recovery asks this of the provider recorded on a batch, which may not be the one running now.
 IDEMPOTENT = {"outbox": True, "smtp": False, "sendgrid": False}
 
 

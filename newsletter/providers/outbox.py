@@ -17,7 +17,6 @@ from ..messages import Issue, Recipient, build_message
 
 class OutboxProvider:
     name = "outbox"
-    idempotent = True
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -47,7 +47,6 @@ def _never_reached(exc: URLError) -> bool:
 
 class SendGridProvider:
     name = "sendgrid"
-    idempotent = False
     max_attempts = 8
     backoff_base = 0.5  # seconds; doubled each attempt, with jitter
     max_wait = 60.0

@@ -16,7 +16,6 @@ from . import DeliveryFailed, OutcomeUnknown
 
 class SmtpProvider:
     name = "smtp"
-    idempotent = False
     connect_attempts = 4
     backoff_base = 0.5  # seconds; doubled on each attempt, with jitter
     timeout = 60.0
