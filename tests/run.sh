@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh machine, then run all of it.
+# Install everything the test suite needs on a fresh machine, in its own virtual
+# environment (.venv), then run all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# A virtual environment of our own: Debian's Python refuses installs into the system (PEP 668).
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 if [ ! -x /usr/bin/chromium ]; then
   # Browser tests drive Debian's chromium; playwright cannot download its own browser here.
@@ -13,7 +16,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 set +e
-python3 -m pytest "$@"
+.venv/bin/python -m pytest "$@"
 status=$?
 set -e
 # pytest exits 5 when it collected no tests: nothing failed, but say so.
