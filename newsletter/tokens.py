@@ -63,7 +63,7 @@ def load_secret(settings: Settings) -> str:
         )
     if path.exists():
         return path.read_text(encoding="ascii").strip()
-    _refuse_lost_secret(path, path.with_name("newsletter.db"))
+    _refuse_lost_secret(path, Path(make_url(settings.resolved_database_url).database or ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -91,9 +91,10 @@ def _refuse_lost_secret(path: Path, database: Path) -> None:
     held = " and ".join(f"{n} {table}" for table, n in found.items() if n)
     raise ConfigError(
         f"{path} is missing, but {database} already holds {held}: every unsubscribe link already sent "
-        "was signed with that secret, and a new one would break them all. Restore the file from a backup "
-        "(or set NEWSLETTER_SECRET to the old secret). If it is lost for good, set NEWSLETTER_SECRET to a "
-        "new long random string; links already sent will then stop working"
+        "was signed with that secret, and a new one would break them all. Restore the file from a backup, "
+        "or set NEWSLETTER_SECRET to the old secret. Only if it is lost for good (or no issue was ever sent), "
+        f"make a new one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > {path} "
+        "(links already sent will then stop working)"
     )
 
 

@@ -98,7 +98,8 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
             log.warning("SendGrid webhook refused: %s", exc)
             return JSONResponse({"error": str(exc)}, status_code=400)
         applied = webhooks.apply(store, events)
-        return JSONResponse({"events": applied.events, "changed": applied.changed, "replayed": applied.replayed})
+        return JSONResponse({"events": applied.events, "changed": applied.changed, "replayed": applied.replayed,
+                             "ignored": applied.ignored, "invalid": applied.invalid})
 
     settings.output_path.mkdir(parents=True, exist_ok=True)
     return Starlette(routes=[
