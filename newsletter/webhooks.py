@@ -7,13 +7,14 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sqlalchemy import insert, select
 
 from .store import Store
 from .store import subscribers as ops
-from .store.fields import fit
+from .store.fields import column_length, fit
 from .store.schema import ACTIVE, BOUNCED, COMPLAINED, UNSUBSCRIBED, utcnow, webhook_events
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -38,8 +39,8 @@ DROPPED_REASONS = {
 }
 RECORDED_ONLY = {"processed", "deferred", "delivered", "open", "click", "dropped", "group_resubscribe"}
 KNOWN_EVENTS = RECORDED_ONLY | set(SUPPRESSING)
-EVENT_ID_MAX = webhook_events.c.sg_event_id.type.length or 200
-EVENT_NAME_MAX = webhook_events.c.event.type.length or 40
+EVENT_ID_MAX = column_length(webhook_events.c.sg_event_id)
+EVENT_NAME_MAX = column_length(webhook_events.c.event)
 
 
 class Refused(Exception):
@@ -85,7 +86,7 @@ def verify(public_key: str, body: bytes, signature: str | None, timestamp: str |
         raise Refused("the signature does not match the body")
 
 
-def parse(body: bytes) -> list[dict]:
+def parse(body: bytes) -> list[dict[str, Any]]:
     try:
         events = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -100,7 +101,7 @@ def parse(body: bytes) -> list[dict]:
     return events
 
 
-def suppression(event: dict) -> str | None:
+def suppression(event: dict[str, Any]) -> str | None:
     """The status this event gives its address, or None when it changes nothing."""
     kind = event["event"]
     if kind == "bounce" and str(event.get("type", "")).lower() == "blocked":
@@ -118,7 +119,7 @@ def event_key(sg_event_id: str) -> str:
     return "sha256:" + hashlib.sha256(sg_event_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def apply(store: Store, events: list[dict]) -> Applied:
+def apply(store: Store, events: list[dict[str, Any]]) -> Applied:
     """Apply a batch of events in one transaction; an event id seen before changes nothing.
 
     Every value is fitted to its column before the database sees it, so one

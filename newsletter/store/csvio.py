@@ -306,7 +306,7 @@ def import_csv(store: Store, path: Path, *, dry_run: bool = False,
                     _apply_chunk(conn, chunk, source, report, now)
                     chunk = {}
                     if progress:
-                        progress(handle.buffer.tell(), size)
+                        progress(handle.buffer.tell(), size)  # type: ignore[attr-defined]
             if chunk:
                 _apply_chunk(conn, chunk, source, report, now)
             if progress:

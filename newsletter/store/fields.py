@@ -9,15 +9,26 @@ a bad value is a clear per-row error and the good rows are kept.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Column
 
 from ..errors import NewsletterError
 from .schema import subscribers
 
-NAME_MAX = subscribers.c.name.type.length or 200
-SOURCE_MAX = subscribers.c.source.type.length or 200
-EMAIL_MAX = subscribers.c.email.type.length or 320
+
+
+def column_length(column: Column[Any]) -> int:
+    """The length a String column allows, read from the schema so the two never disagree."""
+    length = getattr(column.type, "length", None)
+    assert isinstance(length, int), f"{column} has no length"
+    return length
+
+
+NAME_MAX = column_length(subscribers.c.name)
+SOURCE_MAX = column_length(subscribers.c.source)
+EMAIL_MAX = column_length(subscribers.c.email)
 
 # Line breaks and tabs become a space; any other control character is refused.
 _BREAKS = re.compile(r"[\t\n\v\f\r\x85\u2028\u2029]+")
