@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from newsletter.build import build
 from newsletter.cli import cli
@@ -19,7 +19,7 @@ from newsletter.store import Store, open_store
 from newsletter.store import subscribers as ops
 from newsletter.store.csvexport import export_csv
 from newsletter.store.csvio import import_csv
-from newsletter.store.schema import subscriber_events, subscribers
+from newsletter.store.schema import subscriber_events, subscribers, utcnow
 
 from .conftest import statuses_in, write_csv
 
@@ -87,6 +87,47 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_status_name_attribute_and_or
         store.dispose()
 
 
+def test_links_sent_from_the_old_store_unsubscribe_the_same_person_in_the_new_one(
+        settings: Settings, postgres_url: str, tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from newsletter.tokens import Signer
+    from newsletter.web.public import create_app
+
+    first = store_at(settings, f"sqlite:///{tmp_path / 'first.db'}")
+    with first.begin() as conn:  # ids with a gap, as a failed import leaves them on PostgreSQL
+        now = utcnow()
+        conn.execute(insert(subscribers).values(id=7, email="zed@example.com", email_key="zed@example.com", name="",
+                                                attributes={}, status="active", source="test", created_at=now,
+                                                updated_at=now, status_changed_at=now))
+    fill(first)
+    with first.engine.connect() as conn:
+        old_ids = {s.email: s.id for s in ops.iter_subscribers(conn)}
+    export_csv(first, tmp_path / "list.csv")
+    second = store_at(settings, postgres_url)
+    assert not import_csv(second, tmp_path / "list.csv").renumbered
+    client = TestClient(create_app(dataclasses.replace(settings, database_url=postgres_url), second, SECRET))
+    response = client.post(f"/unsubscribe?token={Signer(SECRET).token(old_ids['ada@example.com'], 'x')}",
+                           content=b"List-Unsubscribe=One-Click")
+    assert response.status_code == 200 and "ada@example.com" in response.text
+    assert statuses_in(second)["ada@example.com"] == "unsubscribed"
+    with second.begin() as conn:  # new subscribers after the move get fresh ids, on PostgreSQL too
+        fresh, added = ops.add(conn, "new@example.com")
+    assert added and fresh.id > max(old_ids.values())
+    first.dispose()
+    second.dispose()
+
+
+def test_an_id_taken_in_a_non_empty_store_is_reported(store: Store, tmp_path: Path) -> None:
+    with store.begin() as conn:
+        taken, _ = ops.add(conn, "first@example.com")
+    path = write_csv(tmp_path / "list.csv", f"email,subscriber_id\nother@example.com,{taken.id}\nthird@example.com,x\n")
+    report = import_csv(store, path)
+    assert [note.row for note in report.renumbered] == [2] and "belongs to another subscriber" in report.renumbered[0].reason
+    assert [bad.row for bad in report.invalid] == [3]
+    assert set(statuses_in(store)) == {"first@example.com", "other@example.com"}
+
+
 def test_a_send_from_the_moved_list_reaches_only_the_active(settings: Settings, postgres_url: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     first = store_at(settings, f"sqlite:///{tmp_path / 'first.db'}")
@@ -147,7 +188,7 @@ def test_the_export_status_column_is_always_the_stored_status(store: Store, tmp_
     export_csv(store, tmp_path / "out.csv")
     with (tmp_path / "out.csv").open(encoding="utf-8", newline="") as handle:
         header, row = list(csv.reader(handle))
-    assert header[:6] == ["email", "name", "status", "source", "created_at", "status_changed_at"]
+    assert header[:7] == ["email", "name", "status", "source", "created_at", "status_changed_at", "subscriber_id"]
     assert row[:4] == ["eve@example.com", "Eve", "unsubscribed", "unsubscribe link"]
 
 

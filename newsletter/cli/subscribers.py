@@ -60,7 +60,7 @@ def import_(file: Path, dry_run: bool) -> None:
     console = Console()
     for bad in report.invalid:
         console.print(f"[red]row {bad.row}[/red]: {escape(repr(bad.value))}: {escape(bad.reason)}", highlight=False, soft_wrap=True)
-    for note in (*report.merged, *report.cleaned):  # no address here: the row number finds it
+    for note in (*report.merged, *report.cleaned, *report.renumbered):  # no address here: the row number finds it
         console.print(f"[yellow]row {note.row}[/yellow]: {escape(note.reason)}", highlight=False, soft_wrap=True)
     table = Table(title=f"{escape(file.name)}{' (dry run: nothing changed)' if dry_run else ''}")
     columns = {

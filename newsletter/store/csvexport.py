@@ -17,7 +17,8 @@ from .db import Store
 from .schema import STATUSES, subscribers
 
 CHUNK = 1000
-COLUMNS = ["email", "name", "status", "source", "created_at", "status_changed_at"]
+# subscriber_id lets an import into an empty store keep each id, which unsubscribe links name.
+COLUMNS = ["email", "name", "status", "source", "created_at", "status_changed_at", "subscriber_id"]
 # A cell starting with one of these is run as a formula by spreadsheets.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -49,6 +50,7 @@ def export_csv(store: Store, path: Path, statuses: tuple[str, ...] = STATUSES, *
                 stored = [
                     row.email, row.name, row.status, row.source,
                     row.created_at.isoformat(timespec="seconds"), row.status_changed_at.isoformat(timespec="seconds"),
+                    str(row.id),
                 ]
                 attributes = row.attributes or {}
                 writer.writerow([neutralise(v) for v in stored] + [neutralise(str(attributes.get(k, ""))) for k in extra])

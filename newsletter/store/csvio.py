@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select, text, update
 
 from ..errors import NewsletterError
 from .csvexport import FORMULA_START, export_csv, neutralise
@@ -40,7 +40,8 @@ EMAIL_HEADERS = {"email", "emailaddress", "mail", "emailaddr", "mailaddress"}
 NAME_HEADERS = {"name", "fullname", "displayname"}
 # The columns an export writes besides email and name; the first column of each kind
 # is the real one, and a later look-alike is kept as an attribute.
-RESTORED = {"status": "status", "source": "source", "createdat": "created_at", "statuschangedat": "status_changed_at"}
+RESTORED = {"status": "status", "source": "source", "createdat": "created_at", "statuschangedat": "status_changed_at",
+            "subscriberid": "subscriber_id"}
 # Something on a line after the first that looks like an address: the sign of a quote left open.
 _ADDRESS_LIKE = re.compile(r"[^\s@,;|\"']+@[^\s@,;|\"']+\.[^\s@,;|\"']+")
 
@@ -69,6 +70,7 @@ class ImportReport:
     invalid: list[RowNote] = field(default_factory=list)
     merged: list[RowNote] = field(default_factory=list)  # the same address as an earlier row of the file
     cleaned: list[RowNote] = field(default_factory=list)  # kept, with line breaks made spaces
+    renumbered: list[RowNote] = field(default_factory=list)  # kept under a new id: its old id is taken here
     dry_run: bool = False
 
     @property
@@ -97,6 +99,7 @@ class _Row:
     source: str | None = None
     created_at: dt.datetime | None = None
     status_changed_at: dt.datetime | None = None
+    subscriber_id: int | None = None  # the id in the store this row was exported from
 
 
 def _header_key(name: str) -> str:
@@ -211,6 +214,11 @@ def _parse(first: int, last: int, columns: _Columns, values: list[str], report: 
             row.source = clean_text(restored["source"], "source", SOURCE_MAX)[0]
         row.created_at = _when(restored.get("created_at", ""), "created_at")
         row.status_changed_at = _when(restored.get("status_changed_at", ""), "status_changed_at")
+        if restored.get("subscriber_id"):
+            if not restored["subscriber_id"].isdigit() or not 0 < int(restored["subscriber_id"]) < 2**31:
+                raise InvalidField(f"the subscriber_id {restored['subscriber_id'][:40]!r} is not one of ours: it must be "
+                                   "a whole number (rename the column if it means something else)")
+            row.subscriber_id = int(restored["subscriber_id"])
     except (InvalidEmail, InvalidField) as exc:
         report.invalid.append(RowNote(first, email, str(exc)))
         return None
@@ -236,11 +244,17 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
     }
     new_rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    wanted: dict[int, _Row] = {}
     for key, row in chunk.items():
         old = existing.get(key)
         row_source = row.source or source
         changed_at = row.status_changed_at or now
         if old is None:
+            if row.subscriber_id in wanted:
+                report.renumbered.append(RowNote(row.line, row.email, (
+                    f"subscriber_id {row.subscriber_id} is also in row {wanted[row.subscriber_id].line}, so this one gets a new id")))
+            elif row.subscriber_id is not None:
+                wanted[row.subscriber_id] = row
             new_rows.append(dict(email=row.email, email_key=key, name=row.name, attributes=row.attributes, status=row.status,
                                  source=row_source, created_at=row.created_at or changed_at, updated_at=now,
                                  status_changed_at=changed_at))
@@ -269,7 +283,7 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
         if values:
             conn.execute(update(subscribers).where(subscribers.c.id == old.id).values(updated_at=now, **values))
     if new_rows:
-        conn.execute(insert(subscribers), new_rows)
+        _insert_new(conn, new_rows, wanted, report)
         ids = {found.email_key: found.id for found in conn.execute(
             select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_([r["email_key"] for r in new_rows]))
         )}
@@ -277,6 +291,27 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
                       for r in new_rows)
     if events:
         conn.execute(insert(subscriber_events), events)
+
+
+def _insert_new(conn: Connection, new_rows: list[dict[str, Any]], wanted: dict[int, _Row], report: ImportReport) -> None:
+    """Insert new subscribers, each under the id it had in the store it was exported from
+    when that id is free here: unsubscribe links name the id, so links sent before a
+    move keep working in the new store."""
+    taken = set(conn.execute(select(subscribers.c.id).where(subscribers.c.id.in_(list(wanted)))).scalars()) if wanted else set()
+    keep = {row.key: number for number, row in wanted.items() if number not in taken}
+    for number in taken:
+        row = wanted[number]
+        report.renumbered.append(RowNote(row.line, row.email, (
+            f"subscriber_id {number} belongs to another subscriber here, so this one gets a new id: unsubscribe "
+            "links sent from the old list will not find it (import into an empty store to keep them working)")))
+    with_id = [{**r, "id": keep[r["email_key"]]} for r in new_rows if r["email_key"] in keep]
+    without = [r for r in new_rows if r["email_key"] not in keep]
+    if with_id:
+        conn.execute(insert(subscribers), with_id)
+        if conn.dialect.name == "postgresql":  # explicit ids do not move the sequence: move it past them
+            conn.execute(text("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), (SELECT max(id) FROM subscribers))"))
+    if without:
+        conn.execute(insert(subscribers), without)
 
 
 def import_csv(store: Store, path: Path, *, dry_run: bool = False,
