@@ -13,7 +13,7 @@ from newsletter.cli import cli
 from newsletter.config import Settings
 from newsletter.store import Store
 from newsletter.store import subscribers as ops
-from newsletter.store.csvio import import_csv
+from newsletter.store.csvio import CsvError, import_csv
 
 from .conftest import statuses_in, write_csv
 
@@ -77,6 +77,14 @@ def test_an_unterminated_quote_is_a_row_error_not_a_silent_merge(store: Store, t
     assert "quote" in report.invalid[0].reason and "lines 3" in report.invalid[0].reason
     assert "ada@example.com" not in statuses_in(store)
     assert not [name for name in names(store).values() if "@" in name], "no row may be swallowed into a name"
+
+
+def test_a_quote_that_swallows_more_than_csv_can_hold_names_its_line_and_changes_nothing(store: Store, tmp_path: Path) -> None:
+    rows = "".join(f"reader{n}@example.com,Reader {n}\n" for n in range(6000))
+    path = write_csv(tmp_path / "list.csv", f'email,name\nada@example.com,Ada\nbert@example.org,"Bert\n{rows}')
+    with pytest.raises(CsvError, match="line 3 cannot be read as CSV.*quote"):
+        import_csv(store, path)
+    assert statuses_in(store) == {}
 
 
 @pytest.mark.parametrize("header", ["email", "EMAIL", "e-mail", "E-mail Address", "Email address", "mail", "E-Mail"])

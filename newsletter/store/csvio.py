@@ -113,8 +113,7 @@ def _unneutralise(value: str) -> str:
     return value
 
 
-def _columns(path: Path, header: list[str]) -> _Columns:
-    plan: _Columns | None = None
+def _columns(path: Path, line: int, header: list[str]) -> _Columns:
     email = name = None
     restored: dict[str, int] = {}
     attributes: list[tuple[int, str]] = []
@@ -131,21 +130,19 @@ def _columns(path: Path, header: list[str]) -> _Columns:
             try:
                 attributes.append((index, clean_text(title, "column name", SOURCE_MAX)[0]))
             except InvalidField as exc:
-                raise CsvError(f"{path}: line 1, column {index + 1}: {exc}. Nothing was imported.") from None
+                raise CsvError(f"{path}: line {line}, column {index + 1}: {exc}. Nothing was imported.") from None
     if email is None:
         raise CsvError(
             f"{path}: no email column in the header ({', '.join(h.strip() for h in header)}); "
             "name one column 'email'"
         )
-    plan = _Columns(email=email, name=name, restored=restored, attributes=attributes)
-    return plan
+    return _Columns(email=email, name=name, restored=restored, attributes=attributes)
 
 
 def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, int, _Columns, list[str]]]:
     """(first line, last line, columns, values) for every non-blank record."""
+    first, skipped, last = "", 0, 0
     try:
-        first = ""
-        skipped = 0
         while not first.strip():
             first = handle.readline()
             skipped += 1
@@ -153,9 +150,8 @@ def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, int, _
                 raise CsvError(f"{path}: the file is empty; the first line must be a header with an 'email' column")
         counts = {d: first.count(d) for d in DELIMITERS}
         delimiter = max(counts, key=counts.__getitem__) if any(counts.values()) else ","
-        columns = _columns(path, next(csv.reader([first], delimiter=delimiter)))
+        columns = _columns(path, skipped, next(csv.reader([first], delimiter=delimiter)))
         reader = csv.reader(handle, delimiter=delimiter)
-        last = 0
         for values in reader:
             start, last = last + 1, reader.line_num
             if any(v.strip() for v in values):
@@ -163,7 +159,10 @@ def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, int, _
     except UnicodeDecodeError as exc:
         raise CsvError(f"{path}: is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV. Nothing was imported.") from None
     except csv.Error as exc:
-        raise CsvError(f"{path}: is not a readable CSV file ({exc}). Nothing was imported.") from None
+        raise CsvError(
+            f"{path}: line {last + skipped + 1} cannot be read as CSV ({exc}); a quote opened there and never "
+            "closed is the usual cause. Nothing was imported."
+        ) from None
 
 
 def _when(value: str, column: str) -> dt.datetime | None:
