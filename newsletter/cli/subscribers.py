@@ -58,10 +58,11 @@ def import_(file: Path, dry_run: bool) -> None:
     with progress_bar("Importing", threshold=1_000_000) as update:  # progress is in bytes read
         report = import_csv(store, file, dry_run=dry_run, progress=update)
     console = Console()
-    for bad in report.invalid:
-        console.print(f"[red]row {bad.row}[/red]: {escape(repr(bad.value))}: {escape(bad.reason)}", highlight=False, soft_wrap=True)
-    for note in (*report.merged, *report.cleaned, *report.renumbered):  # no address here: the row number finds it
-        console.print(f"[yellow]row {note.row}[/yellow]: {escape(note.reason)}", highlight=False, soft_wrap=True)
+    lines = [(bad.row, f"[red]row {bad.row}[/red]: {escape(repr(bad.value))}: {escape(bad.reason)}") for bad in report.invalid]
+    lines += [(note.row, f"[yellow]row {note.row}[/yellow]: {escape(note.reason)}")  # no address: the row number finds it
+              for note in (*report.merged, *report.cleaned, *report.renumbered)]
+    for _, line in sorted(lines, key=lambda pair: pair[0]):
+        console.print(line, highlight=False, soft_wrap=True)
     table = Table(title=f"{escape(file.name)}{' (dry run: nothing changed)' if dry_run else ''}")
     columns = {
         "added": report.added, "suppressions recorded": report.suppressions, "updated": report.updated,

@@ -257,10 +257,10 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
             new_rows.append(dict(email=row.email, email_key=key, name=row.name, attributes=row.attributes, status=row.status,
                                  source=row_source, created_at=row.created_at or changed_at, updated_at=now,
                                  status_changed_at=changed_at))
-            if row.status == ACTIVE:
-                report.added += 1
-            else:
+            if row.status in SUPPRESSED:
                 report.suppressions += 1
+            else:
+                report.added += 1
             continue
         if old.updated_at == now:  # written by an earlier chunk of this very file
             report.merged.append(RowNote(row.line, row.email, "repeats an address earlier in the file; merged into it"))
