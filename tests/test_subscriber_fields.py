@@ -129,3 +129,35 @@ def test_a_name_like_an_encoded_word_reaches_the_reader_literally(store: Store, 
     [path] = store_settings.outbox_path.glob("send-*/*.eml")
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert message["To"].addresses[0].display_name == ENCODED_WORD
+
+
+def test_an_idn_address_suppressed_before_the_upgrade_stays_one_suppressed_person(
+        database_url: str, settings: Settings, tmp_path: Path) -> None:
+    import dataclasses
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import insert
+
+    from newsletter.store import open_store
+    from newsletter.store.db import MIGRATIONS, create_database_engine
+    from newsletter.store.schema import subscribers, utcnow
+
+    engine = create_database_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+        now = utcnow()
+        conn.execute(insert(subscribers), [  # as the earlier version keyed them: by the Unicode domain
+            dict(email=email, email_key=email.casefold(), name="", attributes={}, status=status, source="old version",
+                 created_at=now, updated_at=now, status_changed_at=now)
+            for email, status in (("Ada@bücher.example", "unsubscribed"), ("bert@example.org", "active"))
+        ])
+    engine.dispose()
+    store = open_store(dataclasses.replace(settings, database_url=database_url, secret="s"))
+    report = import_csv(store, write_csv(tmp_path / "list.csv", "email\nada@xn--bcher-kva.example\nADA@Bücher.Example\n"))
+    assert report.suppressed == 1 and report.added == 0
+    assert statuses_in(store) == {"Ada@xn--bcher-kva.example": "unsubscribed", "bert@example.org": "active"}
+    store.dispose()
