@@ -123,3 +123,23 @@ def test_show_prints_status_attributes_and_every_change_with_its_source(store: S
     assert "import of list.csv" in history[0] and "removed by the editor" in history[1] and "re-subscribed" in history[2]
     missing = runner.invoke(cli, ["subscribers", "show", "nobody@example.com"])
     assert missing.exit_code == 1 and "not on the list" in missing.output
+
+
+def test_an_address_add_now_refuses_can_still_be_suppressed(
+        client: TestClient, store: Store, store_settings: Settings, signing_key: ec.EllipticCurvePrivateKey) -> None:
+    from sqlalchemy import insert
+
+    from newsletter.store.schema import subscribers, utcnow
+
+    now = utcnow()
+    with store.begin() as conn:  # as an earlier version stored them: non-ASCII before the @
+        conn.execute(insert(subscribers), [
+            dict(email=email, email_key=email.casefold(), name="", attributes={}, status="active", source="old version",
+                 created_at=now, updated_at=now, status_changed_at=now)
+            for email in ("jörg@example.com", "zoë@example.com")
+        ])
+    assert CliRunner().invoke(cli, ["subscribers", "add", "new.jörg@example.com"]).exit_code == 1
+    assert post_events(client, signing_key, {"email": "Jörg@example.com", "event": "bounce", "sg_event_id": "j1"})["changed"] == 1
+    result = CliRunner().invoke(cli, ["subscribers", "remove", "zoë@example.com"])
+    assert result.exit_code == 0 and "is unsubscribed" in result.output
+    assert statuses_in(store) == {"jörg@example.com": "bounced", "zoë@example.com": "unsubscribed"}

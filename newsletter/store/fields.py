@@ -43,14 +43,15 @@ class InvalidField(NewsletterError, ValueError):
     """A value that cannot be stored as given; str() names the field and what to fix."""
 
 
-def normalise_address(address: str) -> tuple[str, str]:
+def normalise_address(address: str, *, deliverable: bool = True) -> tuple[str, str]:
     """(the address as stored, its key), or InvalidEmail.
 
     Stored as email-validator normalises it (domain lower-cased, Unicode
     normalised), with an internationalised domain in its ASCII (xn--) form,
     which every provider can deliver. Non-ASCII before the @ needs SMTPUTF8,
-    which SendGrid and many SMTP servers do not offer, so it is refused.
-    The key folds case in the whole address: ADA@Example.com and
+    which SendGrid and many SMTP servers do not offer, so it is refused;
+    `deliverable=False` accepts it, for finding or suppressing such an address
+    (an earlier version let them in). The key folds case in the whole address: ADA@Example.com and
     ada@example.com are one person. No DNS is asked.
     """
     given = address.strip()
@@ -59,7 +60,7 @@ def normalise_address(address: str) -> tuple[str, str]:
     if len(given) > EMAIL_MAX:
         raise InvalidEmail(f"the address is {len(given)} characters long; an address has at most 254")
     try:
-        checked = validate_email(given, check_deliverability=False, allow_smtputf8=False)
+        checked = validate_email(given, check_deliverability=False, allow_smtputf8=not deliverable)
     except EmailNotValidError as exc:
         raise InvalidEmail(str(exc)) from None
     stored = checked.ascii_email or checked.normalized

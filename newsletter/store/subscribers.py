@@ -54,7 +54,7 @@ def _row(row: Any) -> Subscriber:
 
 
 def find(conn: Connection, address: str) -> Subscriber | None:
-    _, key = email_key(address)
+    _, key = normalise_address(address, deliverable=False)
     row = conn.execute(select(subscribers).where(subscribers.c.email_key == key)).first()
     return _row(row) if row else None
 
@@ -127,7 +127,7 @@ def suppress(conn: Connection, address: str, status: str, source: str) -> tuple[
     An address already suppressed keeps its first reason."""
     if status not in SUPPRESSED:
         raise ValueError(f"{status!r} is not a suppression")
-    email, key = email_key(address)
+    email, key = normalise_address(address, deliverable=False)  # an address we cannot deliver to is still suppressed
     existing = find(conn, email)
     if existing is None:
         return get(conn, _insert(conn, email, key, "", status, source)), None  # type: ignore[return-value]
