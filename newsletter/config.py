@@ -21,6 +21,7 @@ PROVIDERS = ("outbox", "smtp", "sendgrid")
 # Secrets live in the environment only; naming one in newsletter.toml is an error.
 SECRET_ENV = {
     "secret": "NEWSLETTER_SECRET",
+    "secret_fallbacks": "NEWSLETTER_SECRET_FALLBACKS",  # older secrets, comma-separated: verify, never sign
     "sendgrid_api_key": "SENDGRID_API_KEY",
     "sendgrid_webhook_public_key": "SENDGRID_WEBHOOK_PUBLIC_KEY",
 }
@@ -50,6 +51,7 @@ class Settings:
     timezone: str = "UTC"
     language: str = "en"
     secret: str = field(default="", repr=False)
+    secret_fallbacks: str = field(default="", repr=False)
     sendgrid_api_key: str = field(default="", repr=False)
     sendgrid_webhook_public_key: str = field(default="", repr=False)
 

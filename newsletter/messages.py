@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 
+from .addressing import to_header
 from .config import Settings
 from .personalize import personal_html, personal_text
 
@@ -51,7 +52,7 @@ def build_message(settings: Settings, issue: Issue, recipient: Recipient) -> Ema
     """The complete message for one recipient; costs two substitutions, no rendering."""
     message = EmailMessage(policy=SMTP)
     message["From"] = settings.sender
-    message["To"] = formataddr((recipient.name, recipient.email)) if recipient.name else recipient.email
+    message["To"] = to_header(recipient.name, recipient.email)  # type: ignore[assignment]
     message["Subject"] = issue.subject
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = message_id(settings, issue, recipient)

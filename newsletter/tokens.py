@@ -1,20 +1,23 @@
 """Signed, personal unsubscribe links.
 
 A token names a subscriber and an issue and is signed with NEWSLETTER_SECRET
-(itsdangerous). It never expires: an unsubscribe link must work for as long
+(HMAC-SHA1 exactly as itsdangerous' default Signer makes it); older secrets in
+NEWSLETTER_SECRET_FALLBACKS still verify. It never expires: an unsubscribe link must work for as long
 as the email sits in someone's inbox.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
+import hmac
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from itsdangerous import BadSignature
-from itsdangerous import Signer as ItsdangerousSigner
 from sqlalchemy.engine import make_url
 
 from .config import ConfigError, Settings
@@ -42,7 +45,12 @@ def secret_file(settings: Settings) -> Path | None:
 
 def load_secret(settings: Settings) -> str:
     """NEWSLETTER_SECRET; or, on the embedded default database, a random secret made
-    on first use and kept beside it (never in git). Any other database needs NEWSLETTER_SECRET."""
+    on first use and kept beside it (never in git). Any other database needs NEWSLETTER_SECRET.
+
+    A missing secret file beside a database that already has subscribers or
+    sends is an error, never a new secret: every link already sent was signed
+    with the old one.
+    """
     if settings.secret:
         return settings.secret
     path = secret_file(settings)
@@ -53,6 +61,9 @@ def load_secret(settings: Settings) -> str:
             "NEWSLETTER_SECRET to a long random string, the same on every machine that sends or serves "
             "this newsletter"
         )
+    if path.exists():
+        return path.read_text(encoding="ascii").strip()
+    _refuse_lost_secret(path, Path(make_url(settings.resolved_database_url).database or ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -63,38 +74,76 @@ def load_secret(settings: Settings) -> str:
     return path.read_text(encoding="ascii").strip()
 
 
-class _KeyOnceSigner(ItsdangerousSigner):
-    """itsdangerous' Signer, deriving its key once instead of once per signature."""
+def _refuse_lost_secret(path: Path, database: Path) -> None:
+    """ConfigError when `database` already has subscribers or sends: their links need the lost secret."""
+    if not database.exists():
+        return
+    import sqlite3
 
-    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        if secret_key is not None:
-            return super().derive_key(secret_key)
-        if not hasattr(self, "_derived"):
-            self._derived = super().derive_key()
-        return self._derived
+    found: dict[str, int] = {}
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table in ("subscribers", "sends"):
+            if table in tables:
+                found[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
+    if not any(found.values()):
+        return
+    held = " and ".join(f"{n} {table}" for table, n in found.items() if n)
+    raise ConfigError(
+        f"{path} is missing, but {database} already holds {held}: every unsubscribe link already sent "
+        "was signed with that secret, and a new one would break them all. Restore the file from a backup, "
+        "or set NEWSLETTER_SECRET to the old secret. Only if it is lost for good (or no issue was ever sent), "
+        f"make a new one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > {path} "
+        "(links already sent will then stop working)"
+    )
+
+
+def fallback_secrets(settings: Settings) -> list[str]:
+    """NEWSLETTER_SECRET_FALLBACKS: older secrets, comma-separated, that still verify links."""
+    return [old.strip() for old in settings.secret_fallbacks.split(",") if old.strip()]
+
+
+def derive_key(secret: str) -> bytes:
+    """The HMAC key for a secret: SHA-1 of salt + "signer" + secret.
+
+    This is itsdangerous' documented default ("django-concat" derivation), so
+    every link signed since the first release keeps its signature. A test
+    checks it against itsdangerous' own Signer and a fixed vector.
+    """
+    return hashlib.sha1(SALT.encode() + b"signer" + secret.encode("utf-8")).digest()
+
+
+def _signature(key: bytes, value: bytes) -> bytes:
+    # HMAC-SHA1, base64url without padding: the signature itsdangerous writes.
+    return base64.urlsafe_b64encode(hmac.digest(key, value, "sha1")).rstrip(b"=")
 
 
 class Signer:
-    """Makes and checks tokens: "<subscriber id>:<issue slug>" signed by itsdangerous.
+    """Makes and checks tokens: "<subscriber id>:<issue slug>.<signature>".
 
-    Ids and slugs are URL-safe already, so the token needs no encoding. The
-    scheduler makes one per recipient, so the key is derived once, and SHA-1
-    is handed to hmac as hashlib's own function (the same signature as
-    itsdangerous' default, on OpenSSL's fast path).
+    New tokens are signed with `secret` only; `fallbacks` (older secrets,
+    NEWSLETTER_SECRET_FALLBACKS) still verify links already sent. Ids and
+    slugs are URL-safe already, so the token needs no encoding. The scheduler
+    makes one per recipient, so the keys are derived once and each token costs
+    one HMAC on OpenSSL's fast path.
     """
 
-    def __init__(self, secret: str):
-        self._signer = _KeyOnceSigner(secret, salt=SALT, digest_method=hashlib.sha1)
+    def __init__(self, secret: str, fallbacks: Sequence[str] = ()):
+        self._key = derive_key(secret)
+        self._keys = [self._key, *(derive_key(old) for old in fallbacks if old)]
 
     def token(self, subscriber_id: int, issue: str) -> str:
-        return self._signer.sign(f"{subscriber_id}:{issue}").decode("ascii")
+        value = f"{subscriber_id}:{issue}".encode("ascii")
+        return (value + b"." + _signature(self._key, value)).decode("ascii")
 
     def verify(self, token: str) -> UnsubscribeToken:
         try:
-            value = self._signer.unsign(token.encode("ascii")).decode("ascii")
-        except (BadSignature, UnicodeError):
+            value, _, signature = token.encode("ascii").rpartition(b".")
+        except UnicodeError:
             raise BadToken("the unsubscribe link is not valid") from None
-        number, _, issue = value.partition(":")
+        if not value or not any(hmac.compare_digest(_signature(key, value), signature) for key in self._keys):
+            raise BadToken("the unsubscribe link is not valid")
+        number, _, issue = value.decode("ascii").partition(":")
         if not number.isdigit() or not issue:
             raise BadToken("the unsubscribe link is not valid")
         return UnsubscribeToken(subscriber_id=int(number), issue=issue)

@@ -3,28 +3,44 @@ complaints and unsubscribes to the list, each event once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sqlalchemy import insert, select
 
 from .store import Store
 from .store import subscribers as ops
-from .store.schema import subscribers, utcnow, webhook_events
+from .store.fields import column_length, fit
+from .store.schema import ACTIVE, BOUNCED, COMPLAINED, UNSUBSCRIBED, utcnow, webhook_events
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 MAX_AGE_SECONDS = 300
 
-EVENT_STATUS = {
-    "bounce": "bounced",
-    "dropped": "bounced",
-    "spamreport": "complained",
-    "unsubscribe": "unsubscribed",
-    "group_unsubscribe": "unsubscribed",
+# What SendGrid's events mean for the list (its Event Webhook reference). Where the
+# guarantee lives for webhooks: a permanent bounce, a complaint or an unsubscribe
+# suppresses the address, on the list or not; nothing here makes one active.
+SUPPRESSING = {
+    "bounce": BOUNCED,  # unless of type "blocked": a temporary refusal, by SendGrid's own account
+    "spamreport": COMPLAINED,
+    "unsubscribe": UNSUBSCRIBED,
+    "group_unsubscribe": UNSUBSCRIBED,
 }
+# A dropped message suppresses only when SendGrid dropped it for a permanent address problem.
+DROPPED_REASONS = {
+    "bounced address": BOUNCED,
+    "invalid": BOUNCED,
+    "unsubscribed address": UNSUBSCRIBED,
+    "spam reporting address": COMPLAINED,
+}
+RECORDED_ONLY = {"processed", "deferred", "delivered", "open", "click", "dropped", "group_resubscribe"}
+KNOWN_EVENTS = RECORDED_ONLY | set(SUPPRESSING)
+EVENT_ID_MAX = column_length(webhook_events.c.sg_event_id)
+EVENT_NAME_MAX = column_length(webhook_events.c.event)
 
 
 class Refused(Exception):
@@ -40,6 +56,8 @@ class Applied:
     events: int = 0
     changed: int = 0  # subscribers whose status changed
     replayed: int = 0  # events seen before: ignored
+    ignored: int = 0  # event types SendGrid has not documented: counted, recorded, not applied
+    invalid: int = 0  # an address that is not one: recorded, not applied
 
 
 def verify(public_key: str, body: bytes, signature: str | None, timestamp: str | None,
@@ -68,7 +86,7 @@ def verify(public_key: str, body: bytes, signature: str | None, timestamp: str |
         raise Refused("the signature does not match the body")
 
 
-def parse(body: bytes) -> list[dict]:
+def parse(body: bytes) -> list[dict[str, Any]]:
     try:
         events = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -78,39 +96,67 @@ def parse(body: bytes) -> list[dict]:
     for n, event in enumerate(events):
         if not isinstance(event, dict) or not isinstance(event.get("event"), str) or not isinstance(event.get("sg_event_id"), str):
             raise Malformed(f"event {n} has no 'event' or 'sg_event_id'")
-        if event["event"] in EVENT_STATUS and not isinstance(event.get("email"), str):
+        if event["event"] in SUPPRESSING and not isinstance(event.get("email"), str):
             raise Malformed(f"event {n} ({event['event']}) has no 'email'")
     return events
 
 
-def apply(store: Store, events: list[dict]) -> Applied:
-    """Apply a batch of events in one transaction; an event id seen before changes nothing."""
+def suppression(event: dict[str, Any]) -> str | None:
+    """The status this event gives its address, or None when it changes nothing."""
+    kind = event["event"]
+    if kind == "bounce" and str(event.get("type", "")).lower() == "blocked":
+        return None
+    if kind == "dropped":
+        return DROPPED_REASONS.get(str(event.get("reason", "")).strip().lower())
+    return SUPPRESSING.get(kind)
+
+
+def event_key(sg_event_id: str) -> str:
+    """The id as stored: an id too long for its column, or holding control characters
+    PostgreSQL refuses, is kept as its SHA-256, so replays are still recognised."""
+    if len(sg_event_id) <= EVENT_ID_MAX and sg_event_id.isprintable():
+        return sg_event_id
+    return "sha256:" + hashlib.sha256(sg_event_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def apply(store: Store, events: list[dict[str, Any]]) -> Applied:
+    """Apply a batch of events in one transaction; an event id seen before changes nothing.
+
+    Every value is fitted to its column before the database sees it, so one
+    odd event cannot fail the post and roll back the others.
+    """
     result = Applied(events=len(events))
     now = utcnow()
     with store.begin() as conn:
-        ids = list({e["sg_event_id"] for e in events})
+        ids = list({event_key(e["sg_event_id"]) for e in events})
         seen: set[str] = set()
         for start in range(0, len(ids), 500):
             seen.update(conn.execute(select(webhook_events.c.sg_event_id)
                                      .where(webhook_events.c.sg_event_id.in_(ids[start:start + 500]))).scalars())
         fresh = []
         for event in events:
-            if event["sg_event_id"] in seen:
+            key = event_key(event["sg_event_id"])
+            if key in seen:
                 result.replayed += 1
                 continue
-            seen.add(event["sg_event_id"])
-            fresh.append({"sg_event_id": event["sg_event_id"], "event": event["event"][:40], "received_at": now})
-            status = EVENT_STATUS.get(event["event"])
+            seen.add(key)
+            kind = event["event"]
+            fresh.append({"sg_event_id": key, "event": fit(kind, EVENT_NAME_MAX), "received_at": now})
+            if kind not in KNOWN_EVENTS:
+                result.ignored += 1
+                continue
+            status = suppression(event)
             if status is None:
                 continue
+            address = event.get("email")
             try:
-                _, key = ops.email_key(event["email"])
+                if not isinstance(address, str):
+                    raise ops.InvalidEmail("no address")
+                _, before = ops.suppress(conn, address, status, fit(f"SendGrid {kind} event {key}"))
             except ops.InvalidEmail:
+                result.invalid += 1
                 continue
-            row = conn.execute(select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email_key == key)).first()
-            if row is None or row.status == status:
-                continue
-            if ops.set_status(conn, row.id, status, f"SendGrid {event['event']} event"):
+            if before is None or before == ACTIVE:
                 result.changed += 1
         if fresh:
             conn.execute(insert(webhook_events), fresh)

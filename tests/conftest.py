@@ -142,3 +142,41 @@ def newsletter_with_list(store_settings: Settings, store: Store) -> Settings:
     assert build(store_settings).ok
     import_csv(store, store_settings.root / "subscribers" / "sample.csv")
     return store_settings
+
+
+def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    """A CSV file with exactly these bytes (after encoding), for import tests."""
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def statuses_in(store: Store) -> dict[str, str]:
+    """Every subscriber's stored address → status."""
+    from newsletter.store import subscribers as ops
+
+    with store.engine.connect() as conn:
+        return {s.email: s.status for s in ops.iter_subscribers(conn)}
+
+
+def sendgrid_signed(key, body: bytes) -> dict[str, str]:  # noqa: ANN001 - an ec.EllipticCurvePrivateKey
+    """Headers that sign `body` for SendGrid's Event Webhook with `key`, as SendGrid does."""
+    import base64
+    import time
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    stamp = str(int(time.time()))
+    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": stamp, "Content-Type": "application/json"}
+
+
+def sendgrid_public_key(key) -> str:  # noqa: ANN001
+    """The key as SendGrid shows it in its settings: base64 of the DER public key."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()

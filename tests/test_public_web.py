@@ -126,7 +126,7 @@ def test_signed_events_apply_bounces_complaints_and_unsubscribes(client: TestCli
         {"email": "ada.lovelace@example.com", "event": "bounce", "sg_event_id": "e1"},
         {"email": "bert.hopper@example.org", "event": "spamreport", "sg_event_id": "e2"},
         {"email": "cath.jones@example.net", "event": "group_unsubscribe", "sg_event_id": "e3"},
-        {"email": "dev.patel@example.com", "event": "dropped", "sg_event_id": "e4"},
+        {"email": "dev.patel@example.com", "event": "dropped", "reason": "Bounced Address", "sg_event_id": "e4"},
         {"email": "ellen.wilkinson@example.org", "event": "unsubscribe", "sg_event_id": "e5"},
         {"email": "farid.khan@example.net", "event": "delivered", "sg_event_id": "e6"},
     )
@@ -143,7 +143,7 @@ def test_a_replayed_batch_is_applied_once(client: TestClient, store: Store, sign
     with store.begin() as conn:
         ops.resubscribe(conn, "ada.lovelace@example.com", "the subscriber asked")
     again = client.post("/webhooks/sendgrid", content=body, headers=signed(signing_key, body)).json()
-    assert again == {"events": 1, "changed": 0, "replayed": 1}
+    assert again == {"events": 1, "changed": 0, "replayed": 1, "ignored": 0, "invalid": 0}
     assert status_of(store, "ada.lovelace@example.com") == "active"
 
 
@@ -185,7 +185,7 @@ def test_a_thousand_events_apply_in_one_transaction(client: TestClient, store: S
     events = [{"email": f"reader{n}@example.net", "event": "bounce", "sg_event_id": f"bulk-{n}"} for n in range(1000)]
     body = events_body(*events)
     response = client.post("/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
-    assert response.json() == {"events": 1000, "changed": 1000, "replayed": 0}
+    assert response.json() == {"events": 1000, "changed": 1000, "replayed": 0, "ignored": 0, "invalid": 0}
     with store.engine.connect() as conn:
         assert ops.counts(conn)["bounced"] == 1000
     # All or nothing: one bad event in a batch leaves the other 999 unapplied.

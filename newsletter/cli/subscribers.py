@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -20,7 +21,7 @@ def _statuses(chosen: tuple[str, ...] | str) -> tuple[str, ...]:
 
 @cli.group()
 def subscribers() -> None:
-    """Manage the list: import, export, add, remove, list and count.
+    """Manage the list: import, export, add, remove, show, list and count.
 
     Unsubscribed, bounced and complained addresses are suppressions: they are
     kept and never made active again by an import or an add.
@@ -33,11 +34,22 @@ def subscribers() -> None:
 def import_(file: Path, dry_run: bool) -> None:
     """Import subscribers from a CSV FILE.
 
-    The header must name an email column; a name column and any other
-    columns are kept too. UTF-8 with or without a BOM; comma, semicolon, tab
-    or pipe delimited. Bad rows are reported and skipped; good rows are kept.
+    The header must name an email column (email, e-mail, E-mail Address,
+    mail… in any case); a name column and any other columns are kept too.
+    UTF-8 with or without a BOM; comma, semicolon, tab or pipe delimited.
+    Bad rows are reported with their line and skipped; good rows are kept.
+
+    A file made by `export` imports back as it was: status, source and times
+    included. A row that says unsubscribed, bounced or complained suppresses
+    its address; no row makes a suppressed address active again.
+
+    \b
+    Examples:
+      newsletter subscribers import subscribers/sample.csv --dry-run
+      newsletter subscribers import old-list.csv
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ..store.csvio import import_csv
@@ -46,23 +58,42 @@ def import_(file: Path, dry_run: bool) -> None:
     with progress_bar("Importing", threshold=1_000_000) as update:  # progress is in bytes read
         report = import_csv(store, file, dry_run=dry_run, progress=update)
     console = Console()
-    for bad in report.invalid:
-        console.print(f"[red]row {bad.row}[/red]: {bad.value!r}: {bad.reason}", highlight=False, soft_wrap=True)
-    table = Table(title=f"{file.name}{' (dry run: nothing changed)' if dry_run else ''}")
-    for column in ("added", "updated", "unchanged", "suppressed (skipped)", "invalid"):
+    lines = [(bad.row, f"[red]row {bad.row}[/red]: {escape(repr(bad.value))}: {escape(bad.reason)}") for bad in report.invalid]
+    lines += [(note.row, f"[yellow]row {note.row}[/yellow]: {escape(note.reason)}")  # no address: the row number finds it
+              for note in (*report.merged, *report.cleaned, *report.renumbered)]
+    for _, line in sorted(lines, key=lambda pair: pair[0]):
+        console.print(line, highlight=False, soft_wrap=True)
+    table = Table(title=f"{escape(file.name)}{' (dry run: nothing changed)' if dry_run else ''}")
+    columns = {
+        "added": report.added, "suppressions recorded": report.suppressions, "updated": report.updated,
+        "unchanged": report.unchanged, "suppressed (skipped)": report.suppressed, "merged": len(report.merged),
+        "invalid": len(report.invalid),
+    }
+    for column in columns:
         table.add_column(column, justify="right")
-    table.add_row(*(str(n) for n in (report.added, report.updated, report.unchanged, report.suppressed, len(report.invalid))))
+    table.add_row(*(str(n) for n in columns.values()))
     console.print(table)
 
 
 @subscribers.command("export")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--status", "statuses", type=STATUS_CHOICE, multiple=True, help="Only these statuses (repeatable); all by default.")
-def export(file: Path, statuses: tuple[str, ...]) -> None:
-    """Export subscribers to a CSV FILE that is safe to open in a spreadsheet."""
-    from ..store.csvio import export_csv
+@click.option("--excel", is_flag=True, help="Start the file with a UTF-8 byte order mark, so spreadsheet programs read it as UTF-8.")
+def export(file: Path, statuses: tuple[str, ...], excel: bool) -> None:
+    """Export subscribers to a CSV FILE that is safe to open in a spreadsheet.
 
-    count = export_csv(open_store(settings()), file, _statuses(statuses))
+    Every subscriber's status, name, attributes, source and times (UTC) are
+    written, so the file imports back into another store as it was: this is
+    how a list moves to another database, suppressions included.
+
+    \b
+    Examples:
+      newsletter subscribers export list.csv
+      newsletter subscribers export active.csv --status active --excel
+    """
+    from ..store.csvexport import export_csv
+
+    count = export_csv(open_store(settings()), file, _statuses(statuses), excel=excel)
     click.echo(f"Exported {count} subscriber(s) to {file}")
 
 
@@ -71,11 +102,19 @@ def export(file: Path, statuses: tuple[str, ...]) -> None:
 @click.option("--name", default="", help="The subscriber's name.")
 @click.option("--resubscribe", is_flag=True, help="The subscriber asked, themselves, to receive the newsletter again.")
 def add(email: str, name: str, resubscribe: bool) -> None:
-    """Add EMAIL as an active subscriber."""
+    """Add EMAIL as an active subscriber.
+
+    The address is stored in its normalised form; a suppressed address stays
+    suppressed unless the subscriber asked themselves (--resubscribe).
+
+    \b
+    Examples:
+      newsletter subscribers add ada@example.com --name "Ada Lovelace"
+    """
     from ..store import subscribers as ops
 
     store = open_store(settings())
-    with store.begin() as conn:
+    with store.begin() as conn:  # a bad address or name is a NewsletterError: one line, exit 1
         if resubscribe:
             subscriber = ops.resubscribe(conn, email, "re-subscribed at the subscriber's request")
             click.echo(f"{subscriber.email} is active again")
@@ -96,13 +135,56 @@ def add(email: str, name: str, resubscribe: bool) -> None:
 @click.argument("email")
 def remove(email: str) -> None:
     """Unsubscribe EMAIL. The address is kept as a suppression, never deleted,
-    so no later import can add it again."""
+    so no later import or add can make it active again; an address not on
+    the list is kept as a suppression too.
+
+    \b
+    Examples:
+      newsletter subscribers remove ada@example.com
+    """
     from ..store import subscribers as ops
 
     store = open_store(settings())
     with store.begin() as conn:
-        subscriber = ops.unsubscribe(conn, email, "removed by the editor")
-    click.echo(f"{subscriber.email} is {subscriber.status}")
+        subscriber, before = ops.suppress(conn, email, ops.SubscriberStatus.UNSUBSCRIBED, "removed by the editor")
+    if before is None:
+        click.echo(f"{subscriber.email} was not on the list; kept as unsubscribed, so no import or add will subscribe it")
+    elif before == ops.SubscriberStatus.ACTIVE:
+        click.echo(f"{subscriber.email} is unsubscribed")
+    else:
+        click.echo(f"{subscriber.email} was already {before}; left so")
+
+
+@subscribers.command("show")
+@click.argument("email")
+def show_(email: str) -> None:
+    """Show EMAIL's status, name, attributes and every status change, with when
+    and where it came from (import file, command, unsubscribe link, webhook event).
+
+    \b
+    Examples:
+      newsletter subscribers show ada@example.com
+    """
+    from ..store import subscribers as ops
+
+    with open_store(settings()).engine.connect() as conn:
+        subscriber = ops.find(conn, email)
+        if subscriber is None:
+            raise click.ClickException(f"{email.strip()} is not on the list")
+        changes = ops.history(conn, subscriber.id)
+    click.echo(subscriber.email)
+    click.echo(f"  status:  {subscriber.status} since {_when(subscriber.status_changed_at)} ({subscriber.source})")
+    click.echo(f"  name:    {subscriber.name}")
+    click.echo(f"  added:   {_when(subscriber.created_at)}")
+    for key, value in subscriber.attributes.items():
+        click.echo(f"  {key}: {value}")
+    click.echo("  history:")
+    for change in changes:
+        click.echo(f"    {_when(change.at)}  {change.status:<12}  {change.source}")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat(sep=" ", timespec="seconds") + " UTC" if moment else "?"
 
 
 @subscribers.command("list")

@@ -1,32 +1,49 @@
-"""CSV import and export of the list.
+"""CSV import of the list (export is in csvexport.py).
 
 Import streams the file in chunks, so a list of any size fits in memory, and
 runs in one transaction, so a file that turns out unreadable halfway changes
-nothing. Export neutralises cells a spreadsheet would run as a formula.
+nothing. Every value is checked at the door (fields.py): a bad row is
+reported with its line and reason, and the good rows are kept.
+
+An export imports back as it was: each row's status, source and times are
+restored. Where the suppression guarantee lives for imports: a row that says
+unsubscribed, bounced or complained suppresses its address, new or on the
+list; a suppressed address is never touched, whatever its row says.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select, text, update
 
 from ..errors import NewsletterError
+from .csvexport import FORMULA_START, export_csv, neutralise
 from .db import Store
-from .schema import ACTIVE, STATUSES, SUPPRESSED, subscriber_events, subscribers, utcnow
-from .subscribers import InvalidEmail, email_key
+from .fields import NAME_MAX, SOURCE_MAX, InvalidEmail, InvalidField, clean_text, fit, normalise_address
+from .schema import ACTIVE, SUPPRESSED, SubscriberStatus, subscriber_events, subscribers, utcnow
+
+__all__ = ["CsvError", "ImportReport", "RowNote", "export_csv", "import_csv", "neutralise"]
 
 CHUNK = 1000
 DELIMITERS = ",;\t|"
-EMAIL_HEADERS = {"email", "emailaddress", "mail", "e-mail", "emailaddr"}
+# Header cells are compared by their letters and digits alone, case-folded:
+# "E-mail Address", "Email address" and "EMAIL" are all the email column.
+EMAIL_HEADERS = {"email", "emailaddress", "mail", "emailaddr", "mailaddress"}
 NAME_HEADERS = {"name", "fullname", "displayname"}
-# A cell starting with one of these is run as a formula by spreadsheets.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The columns an export writes besides email and name; the first column of each kind
+# is the real one, and a later look-alike is kept as an attribute.
+RESTORED = {"status": "status", "source": "source", "createdat": "created_at", "statuschangedat": "status_changed_at",
+            "subscriberid": "subscriber_id"}
+# Something on a line after the first that looks like an address: the sign of a quote left open.
+_ADDRESS_LIKE = re.compile(r"[^\s@,;|\"']+@[^\s@,;|\"']+\.[^\s@,;|\"']+")
 
 
 class CsvError(NewsletterError):
@@ -34,28 +51,59 @@ class CsvError(NewsletterError):
 
 
 @dataclass
-class BadRow:
+class RowNote:
     row: int  # the line in the file
     value: str
     reason: str
 
 
+BadRow = RowNote  # the name earlier versions used
+
+
 @dataclass
 class ImportReport:
-    added: int = 0
+    added: int = 0  # new, active
+    suppressions: int = 0  # rows that said unsubscribed, bounced or complained, now recorded so
     updated: int = 0
     unchanged: int = 0
     suppressed: int = 0  # already unsubscribed, bounced or complained: left so
-    invalid: list[BadRow] = field(default_factory=list)
+    invalid: list[RowNote] = field(default_factory=list)
+    merged: list[RowNote] = field(default_factory=list)  # the same address as an earlier row of the file
+    cleaned: list[RowNote] = field(default_factory=list)  # kept, with line breaks made spaces
+    renumbered: list[RowNote] = field(default_factory=list)  # kept under a new id: its old id is taken here
     dry_run: bool = False
 
     @property
     def rows(self) -> int:
-        return self.added + self.updated + self.unchanged + self.suppressed + len(self.invalid)
+        return self.added + self.suppressions + self.updated + self.unchanged + self.suppressed + len(self.invalid) + len(self.merged)
+
+
+@dataclass
+class _Columns:
+    """Which column holds what, decided once from the header."""
+
+    email: int
+    name: int | None = None
+    restored: dict[str, int] = field(default_factory=dict)  # status, source, created_at, status_changed_at
+    attributes: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Row:
+    line: int
+    email: str
+    key: str
+    name: str
+    attributes: dict[str, str]
+    status: str = ACTIVE
+    source: str | None = None
+    created_at: dt.datetime | None = None
+    status_changed_at: dt.datetime | None = None
+    subscriber_id: int | None = None  # the id in the store this row was exported from
 
 
 def _header_key(name: str) -> str:
-    return "".join(ch for ch in name.strip().lower() if ch.isalnum() or ch == "-")
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
 
 
 def _unneutralise(value: str) -> str:
@@ -65,92 +113,204 @@ def _unneutralise(value: str) -> str:
     return value
 
 
-def neutralise(value: str) -> str:
-    return "'" + value if value.startswith(FORMULA_START) else value
+def _columns(path: Path, line: int, header: list[str]) -> _Columns:
+    email = name = None
+    restored: dict[str, int] = {}
+    attributes: list[tuple[int, str]] = []
+    for index, cell in enumerate(header):
+        title = _unneutralise(cell).strip()
+        key = _header_key(title)
+        if key in EMAIL_HEADERS and email is None:
+            email = index
+        elif key in NAME_HEADERS and name is None:
+            name = index
+        elif key in RESTORED and RESTORED[key] not in restored:
+            restored[RESTORED[key]] = index
+        elif title:
+            try:
+                attributes.append((index, clean_text(title, "column name", SOURCE_MAX)[0]))
+            except InvalidField as exc:
+                raise CsvError(f"{path}: line {line}, column {index + 1}: {exc}. Nothing was imported.") from None
+    if email is None:
+        raise CsvError(
+            f"{path}: no email column in the header ({', '.join(h.strip() for h in header)}); "
+            "name one column 'email'"
+        )
+    return _Columns(email=email, name=name, restored=restored, attributes=attributes)
 
 
-def _open_text(path: Path) -> io.TextIOWrapper:
+def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, int, _Columns, list[str]]]:
+    """(first line, last line, columns, values) for every non-blank record."""
+    first, skipped, last = "", 0, 0
     try:
-        return open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed by the caller
-    except OSError as exc:
-        raise CsvError(f"{path}: cannot be read ({exc.strerror})") from None
-
-
-def _rows(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row by header) for every non-blank row; the header must name an email column."""
-    try:
-        first = ""
         while not first.strip():
             first = handle.readline()
+            skipped += 1
             if not first:
                 raise CsvError(f"{path}: the file is empty; the first line must be a header with an 'email' column")
         counts = {d: first.count(d) for d in DELIMITERS}
-        delimiter = max(counts, key=counts.get) if any(counts.values()) else ","  # type: ignore[arg-type]
-        header = next(csv.reader([first], delimiter=delimiter))
+        delimiter = max(counts, key=counts.__getitem__) if any(counts.values()) else ","
+        columns = _columns(path, skipped, next(csv.reader([first], delimiter=delimiter)))
         reader = csv.reader(handle, delimiter=delimiter)
-        keys = [_header_key(h) for h in header]
-        if not EMAIL_HEADERS & set(keys):
-            raise CsvError(
-                f"{path}: no email column in the header ({', '.join(h.strip() for h in header)}); "
-                "name one column 'email'"
-            )
-        offset = 1
         for values in reader:
-            line = reader.line_num + offset
-            if not any(v.strip() for v in values):
-                continue
-            yield line, {header[i].strip(): _unneutralise(v) for i, v in enumerate(values) if i < len(header)}
+            start, last = last + 1, reader.line_num
+            if any(v.strip() for v in values):
+                yield start + skipped, last + skipped, columns, values
     except UnicodeDecodeError as exc:
         raise CsvError(f"{path}: is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV. Nothing was imported.") from None
     except csv.Error as exc:
-        raise CsvError(f"{path}: is not a readable CSV file ({exc}). Nothing was imported.") from None
+        raise CsvError(
+            f"{path}: line {last + skipped + 1} cannot be read as CSV ({exc}); a quote opened there and never "
+            "closed is the usual cause. Nothing was imported."
+        ) from None
 
 
-def _split(row: dict[str, str]) -> tuple[str, str, dict[str, str]]:
-    email = name = ""
-    extra: dict[str, str] = {}
-    for column, value in row.items():
-        key = _header_key(column)
-        if key in EMAIL_HEADERS and not email:
-            email = value
-        elif key in NAME_HEADERS and not name:
-            name = value.strip()
-        elif value.strip():
-            extra[column] = value.strip()
-    return email, name, extra
+def _when(value: str, column: str) -> dt.datetime | None:
+    if not value.strip():
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidField(f"the {column} {value.strip()[:40]!r} is not a date and time such as 2026-11-25T09:30:00") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
 
 
-def _apply_chunk(conn: Connection, chunk: dict[str, tuple[str, str, dict[str, str]]], source: str,
-                 report: ImportReport, now: Any) -> None:
+def _parse(first: int, last: int, columns: _Columns, values: list[str], report: ImportReport) -> _Row | None:
+    """One record checked field by field; None (and a row error) when it cannot be imported."""
+
+    def cell(index: int | None) -> str:
+        return _unneutralise(values[index]) if index is not None and index < len(values) else ""
+
+    email = cell(columns.email).strip()
+    if last > first and any(_ADDRESS_LIKE.search(line) for v in values for line in v.splitlines()[1:]):
+        report.invalid.append(RowNote(first, email, (
+            f"a quote opened in this row is not closed, so lines {first + 1}–{last} were read into it; "
+            "close the quote and import the file again")))
+        return None
+    try:
+        stored, key = normalise_address(email)
+        name, name_changed = clean_text(cell(columns.name), "name", NAME_MAX)
+        attributes: dict[str, str] = {}
+        changed = name_changed
+        for index, title in columns.attributes:
+            value, value_changed = clean_text(cell(index), f"value in column {title!r}")
+            changed = changed or value_changed
+            if value:
+                attributes[title] = value
+        row = _Row(line=first, email=stored, key=key, name=name, attributes=attributes)
+        restored = {what: cell(index).strip() for what, index in columns.restored.items()}
+        if restored.get("status"):
+            try:
+                row.status = SubscriberStatus(restored["status"].lower())
+            except ValueError:
+                raise InvalidField(
+                    f"the status {restored['status'][:40]!r} is not one of {', '.join(SubscriberStatus)} "
+                    "(rename the column if it means something else)"
+                ) from None
+        if restored.get("source"):
+            row.source = clean_text(restored["source"], "source", SOURCE_MAX)[0]
+        row.created_at = _when(restored.get("created_at", ""), "created_at")
+        row.status_changed_at = _when(restored.get("status_changed_at", ""), "status_changed_at")
+        if restored.get("subscriber_id"):
+            if not restored["subscriber_id"].isdigit() or not 0 < int(restored["subscriber_id"]) < 2**31:
+                raise InvalidField(f"the subscriber_id {restored['subscriber_id'][:40]!r} is not one of ours: it must be "
+                                   "a whole number (rename the column if it means something else)")
+            row.subscriber_id = int(restored["subscriber_id"])
+    except (InvalidEmail, InvalidField) as exc:
+        report.invalid.append(RowNote(first, email, str(exc)))
+        return None
+    if changed:
+        report.cleaned.append(RowNote(first, email, "line breaks or tabs in a value were made spaces"))
+    return row
+
+
+def _merge(earlier: _Row, later: _Row, report: ImportReport) -> None:
+    """The same person twice in one file: later values win, and a suppression is never lost."""
+    how = "repeats" if earlier.email == later.email else "differs only in case from"
+    report.merged.append(RowNote(later.line, later.email, f"{how} the address in row {earlier.line}; merged into it"))
+    earlier.name = later.name or earlier.name
+    earlier.attributes = {**earlier.attributes, **later.attributes}
+    if earlier.status == ACTIVE and later.status in SUPPRESSED:
+        earlier.status, earlier.source, earlier.status_changed_at = later.status, later.source, later.status_changed_at
+
+
+def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: ImportReport, now: dt.datetime) -> None:
     existing = {
         row.email_key: row
         for row in conn.execute(select(subscribers).where(subscribers.c.email_key.in_(list(chunk))))
     }
-    new_rows = []
-    for key, (email, name, extra) in chunk.items():
-        row = existing.get(key)
-        if row is None:
-            new_rows.append(dict(email=email, email_key=key, name=name, attributes=extra, status=ACTIVE,
-                                 source=source, created_at=now, updated_at=now, status_changed_at=now))
+    new_rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    wanted: dict[int, _Row] = {}
+    for key, row in chunk.items():
+        old = existing.get(key)
+        row_source = row.source or source
+        changed_at = row.status_changed_at or now
+        if old is None:
+            if row.subscriber_id in wanted:
+                report.renumbered.append(RowNote(row.line, row.email, (
+                    f"subscriber_id {row.subscriber_id} is also in row {wanted[row.subscriber_id].line}, so this one gets a new id")))
+            elif row.subscriber_id is not None:
+                wanted[row.subscriber_id] = row
+            new_rows.append(dict(email=row.email, email_key=key, name=row.name, attributes=row.attributes, status=row.status,
+                                 source=row_source, created_at=row.created_at or changed_at, updated_at=now,
+                                 status_changed_at=changed_at))
+            if row.status in SUPPRESSED:
+                report.suppressions += 1
+            else:
+                report.added += 1
             continue
-        if row.status in SUPPRESSED:
+        if old.updated_at == now:  # written by an earlier chunk of this very file
+            report.merged.append(RowNote(row.line, row.email, "repeats an address earlier in the file; merged into it"))
+        if old.status in SUPPRESSED:
             report.suppressed += 1  # never reactivated, never touched
             continue
-        attributes = {**(row.attributes or {}), **extra}
-        new_name = name or row.name
-        if new_name == row.name and attributes == (row.attributes or {}):
+        attributes = {**(old.attributes or {}), **row.attributes}
+        values: dict[str, Any] = {}
+        if (row.name and row.name != old.name) or attributes != (old.attributes or {}):
+            values.update(name=row.name or old.name, attributes=attributes)
+        if row.status in SUPPRESSED:
+            values.update(status=row.status, source=row_source, status_changed_at=changed_at)
+            events.append(dict(subscriber_id=old.id, at=changed_at, status=row.status, source=row_source))
+            report.suppressions += 1
+        elif values:
+            report.updated += 1
+        else:
             report.unchanged += 1
-            continue
-        conn.execute(update(subscribers).where(subscribers.c.id == row.id)
-                     .values(name=new_name, attributes=attributes, updated_at=now))
-        report.updated += 1
+        if values:
+            conn.execute(update(subscribers).where(subscribers.c.id == old.id).values(updated_at=now, **values))
     if new_rows:
-        conn.execute(insert(subscribers), new_rows)
-        ids = conn.execute(
-            select(subscribers.c.id).where(subscribers.c.email_key.in_([r["email_key"] for r in new_rows]))
-        ).scalars().all()
-        conn.execute(insert(subscriber_events), [dict(subscriber_id=i, at=now, status=ACTIVE, source=source) for i in ids])
-        report.added += len(new_rows)
+        _insert_new(conn, new_rows, wanted, report)
+        ids = {found.email_key: found.id for found in conn.execute(
+            select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_([r["email_key"] for r in new_rows]))
+        )}
+        events.extend(dict(subscriber_id=ids[r["email_key"]], at=r["status_changed_at"], status=r["status"], source=r["source"])
+                      for r in new_rows)
+    if events:
+        conn.execute(insert(subscriber_events), events)
+
+
+def _insert_new(conn: Connection, new_rows: list[dict[str, Any]], wanted: dict[int, _Row], report: ImportReport) -> None:
+    """Insert new subscribers, each under the id it had in the store it was exported from
+    when that id is free here: unsubscribe links name the id, so links sent before a
+    move keep working in the new store."""
+    taken = set(conn.execute(select(subscribers.c.id).where(subscribers.c.id.in_(list(wanted)))).scalars()) if wanted else set()
+    keep = {row.key: number for number, row in wanted.items() if number not in taken}
+    for number in taken:
+        row = wanted[number]
+        report.renumbered.append(RowNote(row.line, row.email, (
+            f"subscriber_id {number} belongs to another subscriber here, so this one gets a new id: unsubscribe "
+            "links sent from the old list will not find it (import into an empty store to keep them working)")))
+    with_id = [{**r, "id": keep[r["email_key"]]} for r in new_rows if r["email_key"] in keep]
+    without = [r for r in new_rows if r["email_key"] not in keep]
+    if with_id:
+        conn.execute(insert(subscribers), with_id)
+        if conn.dialect.name == "postgresql":  # explicit ids do not move the sequence: move it past them
+            conn.execute(text("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), (SELECT max(id) FROM subscribers))"))
+    if without:
+        conn.execute(insert(subscribers), without)
 
 
 def import_csv(store: Store, path: Path, *, dry_run: bool = False,
@@ -161,25 +321,21 @@ def import_csv(store: Store, path: Path, *, dry_run: bool = False,
     """
     report = ImportReport(dry_run=dry_run)
     size = path.stat().st_size if path.exists() else 0
-    source = f"import of {path.name}"
+    source = fit(f"import of {path.name}")
     handle = _open_text(path)
     with handle, store.engine.connect() as conn:
         transaction = conn.begin()
         try:
             now = utcnow()
-            chunk: dict[str, tuple[str, str, dict[str, str]]] = {}
-            for line, row in _rows(path, handle):
-                email, name, extra = _split(row)
-                try:
-                    given, key = email_key(email)
-                except InvalidEmail as exc:
-                    report.invalid.append(BadRow(line, email, str(exc)))
+            chunk: dict[str, _Row] = {}
+            for first, last, columns, values in _records(path, handle):
+                row = _parse(first, last, columns, values, report)
+                if row is None:
                     continue
-                if key in chunk:  # the same person twice in the file: merge, later values win
-                    _, old_name, old_extra = chunk[key]
-                    chunk[key] = (chunk[key][0], name or old_name, {**old_extra, **extra})
+                if row.key in chunk:
+                    _merge(chunk[row.key], row, report)
                     continue
-                chunk[key] = (given, name, extra)
+                chunk[row.key] = row
                 if len(chunk) >= CHUNK:
                     _apply_chunk(conn, chunk, source, report, now)
                     chunk = {}
@@ -199,31 +355,8 @@ def import_csv(store: Store, path: Path, *, dry_run: bool = False,
     return report
 
 
-def export_csv(store: Store, path: Path, statuses: tuple[str, ...] = STATUSES) -> int:
-    """Write the subscribers with these statuses to `path`; returns how many."""
-    base = ["email", "name", "status", "source", "created_at", "status_changed_at"]
-    query = select(subscribers).where(subscribers.c.status.in_(statuses)).order_by(subscribers.c.id)
-    with store.engine.connect() as conn:
-        extra: dict[str, None] = {}
-        for (attributes,) in conn.execute(
-            select(subscribers.c.attributes).where(subscribers.c.status.in_(statuses)).execution_options(yield_per=CHUNK)
-        ):
-            for key in attributes or {}:
-                extra.setdefault(key, None)
-        columns = base + [k for k in extra if k not in base]
-        count = 0
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in conn.execute(query.execution_options(yield_per=CHUNK)):
-                values = {
-                    "email": row.email, "name": row.name, "status": row.status, "source": row.source,
-                    "created_at": row.created_at.isoformat(timespec="seconds"),
-                    "status_changed_at": row.status_changed_at.isoformat(timespec="seconds"),
-                    **{k: str(v) for k, v in (row.attributes or {}).items()},
-                }
-                writer.writerow([neutralise(values.get(c, "")) for c in columns])
-                count += 1
-        tmp.replace(path)
-    return count
+def _open_text(path: Path) -> io.TextIOWrapper:
+    try:
+        return open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise CsvError(f"{path}: cannot be read ({exc.strerror})") from None

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from ..config import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0002"  # the newest migration; tests check it matches migrations/versions
+HEAD = "0004"  # the newest migration; tests check it matches migrations/versions
 
 
 @dataclass
@@ -94,7 +94,15 @@ def migrate(engine: Engine) -> None:
 
 
 def open_store(settings: Settings) -> Store:
-    """The store named by the settings, created and migrated on first use."""
+    """The store named by the settings, created and migrated on first use.
+
+    The embedded default database gets its secret when it is made, so a secret
+    file missing later is known to be lost (see tokens.load_secret)."""
+    from ..tokens import load_secret, secret_file
+
+    new_default = secret_file(settings) is not None and not Path(make_url(settings.resolved_database_url).database or "").exists()
     engine = create_database_engine(settings.resolved_database_url)
     migrate(engine)
+    if new_default and not settings.secret:
+        load_secret(settings)
     return Store(engine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
@@ -21,12 +22,24 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
-ACTIVE = "active"
-UNSUBSCRIBED = "unsubscribed"
-BOUNCED = "bounced"
-COMPLAINED = "complained"
-STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
-SUPPRESSED = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
+
+
+class SubscriberStatus(StrEnum):
+    """A subscriber's status: the one definition. Only ACTIVE is sent to; the
+    suppressions are kept for good (see store/subscribers.py)."""
+
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+ACTIVE = SubscriberStatus.ACTIVE
+UNSUBSCRIBED = SubscriberStatus.UNSUBSCRIBED
+BOUNCED = SubscriberStatus.BOUNCED
+COMPLAINED = SubscriberStatus.COMPLAINED
+STATUSES: tuple[str, ...] = tuple(SubscriberStatus)
+SUPPRESSED: tuple[str, ...] = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
 
 
 def utcnow() -> dt.datetime:

@@ -4,19 +4,18 @@ the subscriber's own explicit re-subscribe."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, func, insert, select, update
 
 from ..errors import NewsletterError
-from .schema import ACTIVE, STATUSES, SUPPRESSED, subscriber_events, subscribers, utcnow
+from .fields import InvalidEmail, InvalidField, clean_name, fit, normalise_address
+from .schema import ACTIVE, STATUSES, SUPPRESSED, SubscriberStatus, subscriber_events, subscribers, utcnow
 
-
-class InvalidEmail(NewsletterError, ValueError):
-    """Not an address mail can be sent to; str() says why."""
+__all__ = ["InvalidEmail", "InvalidField", "Subscriber", "SubscriberError", "SubscriberStatus"]
 
 
 class SubscriberError(NewsletterError):
@@ -31,33 +30,31 @@ class Subscriber:
     status: str
     source: str
     attributes: dict[str, Any]
+    created_at: dt.datetime | None = None
+    status_changed_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    at: dt.datetime
+    status: str
+    source: str  # the import file, command, unsubscribe link or webhook event id
 
 
 def email_key(address: str) -> tuple[str, str]:
-    """(the address as given, its normalised key), or InvalidEmail.
-
-    The key folds case in the whole address, so ADA@Example.com and
-    ada@example.com are one person. No DNS is asked.
-    """
-    given = address.strip()
-    if not given:
-        raise InvalidEmail("the address is empty")
-    try:
-        checked = validate_email(given, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InvalidEmail(str(exc)) from None
-    return given, checked.normalized.casefold()
+    """(the address as stored, its key), or InvalidEmail; see fields.normalise_address."""
+    return normalise_address(address)
 
 
 def _row(row: Any) -> Subscriber:
     return Subscriber(
         id=row.id, email=row.email, name=row.name, status=row.status, source=row.source,
-        attributes=dict(row.attributes or {}),
+        attributes=dict(row.attributes or {}), created_at=row.created_at, status_changed_at=row.status_changed_at,
     )
 
 
 def find(conn: Connection, address: str) -> Subscriber | None:
-    _, key = email_key(address)
+    _, key = normalise_address(address, deliverable=False)
     row = conn.execute(select(subscribers).where(subscribers.c.email_key == key)).first()
     return _row(row) if row else None
 
@@ -74,6 +71,7 @@ def _record(conn: Connection, subscriber_id: int, status: str, source: str, now:
 def _insert(conn: Connection, email: str, key: str, name: str, status: str, source: str,
             attributes: dict[str, Any] | None = None) -> int:
     now = utcnow()
+    source = fit(source)
     new_id = conn.execute(
         insert(subscribers).values(
             email=email, email_key=key, name=name, attributes=attributes or {}, status=status,
@@ -86,8 +84,10 @@ def _insert(conn: Connection, email: str, key: str, name: str, status: str, sour
 
 def add(conn: Connection, address: str, name: str = "", source: str = "added by the editor") -> tuple[Subscriber, bool]:
     """Add an active subscriber. Returns (subscriber, added?). An existing
-    address is left as it is; a suppressed one stays suppressed."""
+    address is left as it is; a suppressed one stays suppressed.
+    InvalidEmail or InvalidField when the address or name cannot be stored."""
     email, key = email_key(address)
+    name = clean_name(name)
     existing = find(conn, email)
     if existing:
         if name and not existing.name:
@@ -111,6 +111,7 @@ def set_status(conn: Connection, subscriber_id: int, status: str, source: str) -
     if status == ACTIVE:
         raise SubscriberError("a suppressed subscriber becomes active only by re-subscribing themselves")
     now = utcnow()
+    source = fit(source)
     conn.execute(
         update(subscribers).where(subscribers.c.id == subscriber_id)
         .values(status=status, source=source, updated_at=now, status_changed_at=now)
@@ -119,16 +120,25 @@ def set_status(conn: Connection, subscriber_id: int, status: str, source: str) -
     return True
 
 
-def unsubscribe(conn: Connection, address: str, source: str) -> Subscriber:
-    """Record an unsubscribe. An address not on the list is kept as a suppression
-    too, so that no later import can add it by accident."""
-    email, key = email_key(address)
+def suppress(conn: Connection, address: str, status: str, source: str) -> tuple[Subscriber, str | None]:
+    """Record an unsubscribe, bounce or complaint: (subscriber, their status before,
+    None when the address was not on the list). An address not on the list is
+    kept as a suppression too, so that no later import or add makes it active.
+    An address already suppressed keeps its first reason."""
+    if status not in SUPPRESSED:
+        raise ValueError(f"{status!r} is not a suppression")
+    email, key = normalise_address(address, deliverable=False)  # an address we cannot deliver to is still suppressed
     existing = find(conn, email)
     if existing is None:
-        return get(conn, _insert(conn, email, key, "", "unsubscribed", source))  # type: ignore[return-value]
+        return get(conn, _insert(conn, email, key, "", status, source)), None  # type: ignore[return-value]
     if existing.status == ACTIVE:
-        set_status(conn, existing.id, "unsubscribed", source)
-    return get(conn, existing.id)  # type: ignore[return-value]
+        set_status(conn, existing.id, status, source)
+    return get(conn, existing.id), existing.status  # type: ignore[return-value]
+
+
+def unsubscribe(conn: Connection, address: str, source: str) -> Subscriber:
+    """Record an unsubscribe; see suppress()."""
+    return suppress(conn, address, SubscriberStatus.UNSUBSCRIBED, source)[0]
 
 
 def resubscribe(conn: Connection, address: str, source: str) -> Subscriber:
@@ -139,12 +149,21 @@ def resubscribe(conn: Connection, address: str, source: str) -> Subscriber:
         return get(conn, _insert(conn, email, key, "", ACTIVE, source))  # type: ignore[return-value]
     if existing.status != ACTIVE:
         now = utcnow()
+        source = fit(source)
         conn.execute(
             update(subscribers).where(subscribers.c.id == existing.id)
             .values(status=ACTIVE, source=source, updated_at=now, status_changed_at=now)
         )
         _record(conn, existing.id, ACTIVE, source, now)
     return get(conn, existing.id)  # type: ignore[return-value]
+
+
+def history(conn: Connection, subscriber_id: int) -> list[StatusChange]:
+    """Every status the subscriber has had, in the order recorded, with when and where it came from."""
+    query = (select(subscriber_events.c.at, subscriber_events.c.status, subscriber_events.c.source)
+             .where(subscriber_events.c.subscriber_id == subscriber_id)
+             .order_by(subscriber_events.c.id))
+    return [StatusChange(at=row.at, status=row.status, source=row.source) for row in conn.execute(query)]
 
 
 def iter_subscribers(conn: Connection, statuses: tuple[str, ...] = STATUSES) -> Iterator[Subscriber]:

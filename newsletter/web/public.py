@@ -18,7 +18,7 @@ from ..config import Settings
 from ..render import template_environment
 from ..store import Store
 from ..store import subscribers as ops
-from ..tokens import BadToken, Signer
+from ..tokens import BadToken, Signer, fallback_secrets
 
 log = logging.getLogger("newsletter.web")
 _TOKEN = re.compile(r"(token=)[^&\s]+")
@@ -35,7 +35,7 @@ class RedactTokens(logging.Filter):
 
 
 def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
-    signer = Signer(secret)
+    signer = Signer(secret, fallback_secrets(settings))
     env = template_environment(settings.templates_path)
     site = {"site_name": settings.site_name, "language": settings.language, "archive_url": "/"}
 
@@ -98,7 +98,8 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
             log.warning("SendGrid webhook refused: %s", exc)
             return JSONResponse({"error": str(exc)}, status_code=400)
         applied = webhooks.apply(store, events)
-        return JSONResponse({"events": applied.events, "changed": applied.changed, "replayed": applied.replayed})
+        return JSONResponse({"events": applied.events, "changed": applied.changed, "replayed": applied.replayed,
+                             "ignored": applied.ignored, "invalid": applied.invalid})
 
     settings.output_path.mkdir(parents=True, exist_ok=True)
     return Starlette(routes=[
