@@ -26,7 +26,6 @@ from newsletter.config import load_settings  # noqa: E402
 
 
 def make_project(folder: Path, count: int) -> None:
-    shutil.copytree(REPO / "templates", folder / "templates")
     shutil.copy(REPO / "newsletter.toml", folder / "newsletter.toml")
     issues = folder / "issues"
     issues.mkdir()

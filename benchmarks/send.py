@@ -82,7 +82,7 @@ def send(count: int, host: str) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name in ("issues", "templates"):
+        for name in ("issues",):
             shutil.copytree(REPO / name, root / name)
         shutil.copy(REPO / "newsletter.toml", root / "newsletter.toml")
         env = {"NEWSLETTER_PROVIDER": "sendgrid", "SENDGRID_API_KEY": API_KEY, "NEWSLETTER_SENDGRID_HOST": host,

@@ -128,12 +128,11 @@ def build(
 
     `progress(done, total)` is called after each issue that had to be rendered.
     """
-    for folder in (settings.issues_path, settings.templates_path):
-        if not folder.is_dir():
-            raise IssueNotReady(
-                f"{folder} does not exist; run newsletter in the folder that holds newsletter.toml, "
-                "issues/ and templates/ (the sample newsletter has all three)"
-            )
+    if not settings.issues_path.is_dir():
+        raise IssueNotReady(
+            f"{settings.issues_path} does not exist; run newsletter in the folder that holds newsletter.toml "
+            "and issues/, or make one with newsletter init"
+        )
     out = settings.output_path
     out.mkdir(parents=True, exist_ok=True)
     essays, errors = read_essays(settings.issues_path)

@@ -37,7 +37,7 @@ class TemplateProblem(NewsletterError):
 
 def _template_problem(exc: jinja2.TemplateError, folder: Path) -> TemplateProblem:
     if isinstance(exc, jinja2.TemplateNotFound):
-        return TemplateProblem(f"{folder / str(exc.name)}: template not found; the sample templates/ folder has every one needed")
+        return TemplateProblem(f"{folder / str(exc.name)}: template not found here nor among the packaged templates")
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return TemplateProblem(f"{exc.filename or folder / str(exc.name)}:{exc.lineno}: {exc.message}")
     return TemplateProblem(f"{folder}: a template failed: {exc.message}")
@@ -47,10 +47,16 @@ def markdown() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False, "linkify": False})
 
 
+PACKAGED_TEMPLATES = Path(__file__).parent / "templates"
+
+
 def template_environment(folder: Path) -> jinja2.Environment:
-    """Templates from the project's templates/ folder; HTML and XML autoescaped, text not."""
+    """The newsletter's own templates/ first, file by file, then the packaged ones.
+
+    HTML and XML are autoescaped, text is not.
+    """
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder)),
+        loader=jinja2.FileSystemLoader([str(folder), str(PACKAGED_TEMPLATES)]),
         autoescape=lambda name: name is not None and not name.endswith(".txt.j2"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -60,12 +66,14 @@ def template_environment(folder: Path) -> jinja2.Environment:
 
 
 def templates_digest(folder: Path) -> str:
-    """Changes whenever any template changes: part of every issue's build key."""
+    """Changes whenever any template in use changes: part of every issue's build key."""
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(path.read_bytes())
+    for base in (folder, PACKAGED_TEMPLATES):
+        digest.update(str(base).encode())
+        for path in sorted(base.rglob("*")) if base.is_dir() else ():
+            if path.is_file():
+                digest.update(path.relative_to(base).as_posix().encode())
+                digest.update(path.read_bytes())
     return digest.hexdigest()
 
 

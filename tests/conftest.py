@@ -25,7 +25,7 @@ ARTIFACTS = REPO / "test-artifacts"
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the sample newsletter (essays, templates, settings) in a temporary folder,
+    """A copy of the sample newsletter (essays, settings; packaged templates) in a temporary folder,
     made the working folder, with no NEWSLETTER_* or SendGrid variables leaking in."""
     for name in list(os.environ):
         if name.startswith("NEWSLETTER_") or name.startswith("SENDGRID_"):
@@ -33,7 +33,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "project"
     root.mkdir()
     shutil.copytree(REPO / "issues", root / "issues")
-    shutil.copytree(REPO / "templates", root / "templates")
     shutil.copy(REPO / "newsletter.toml", root / "newsletter.toml")
     if (REPO / "subscribers").is_dir():
         shutil.copytree(REPO / "subscribers", root / "subscribers")
@@ -180,3 +179,13 @@ def sendgrid_public_key(key) -> str:  # noqa: ANN001
 
     der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode()
+
+
+def override_template(settings: Settings, name: str) -> Path:
+    """Copy a packaged template into the newsletter's own templates/, as a writer overriding it would."""
+    from newsletter.render import PACKAGED_TEMPLATES
+
+    settings.templates_path.mkdir(exist_ok=True)
+    target = settings.templates_path / name
+    shutil.copy(PACKAGED_TEMPLATES / name, target)
+    return target

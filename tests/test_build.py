@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+
+
 from newsletter.build import build
 from newsletter.config import Settings
 from newsletter.essays import read_essays
 from newsletter.personalize import UNSUBSCRIBE_PLACEHOLDER
 
-from .conftest import SHARED
+from .conftest import SHARED, override_template
 from .textutil import fold, markdown_paragraphs, text_part_prose, visible_text
 
 DEBRIS = ("corbyn crowd", "Benn 2", "LikeShow More Reactions")
@@ -199,7 +201,7 @@ def test_hand_edited_or_missing_output_is_rebuilt(built: Settings) -> None:
 
 
 def test_template_change_rebuilds_every_issue(built: Settings) -> None:
-    template = built.templates_path / "email.txt.j2"
+    template = override_template(built, "email.txt.j2")
     template.write_text(template.read_text(encoding="utf-8") + "Thanks for reading.\n", encoding="utf-8")
     report = build(built)
     assert len(report.built) == 7

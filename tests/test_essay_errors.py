@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+
 from click.testing import CliRunner
 
 from newsletter.build import build
 from newsletter.cli import cli
+
+from .conftest import override_template
 from newsletter.config import Settings
 
 
@@ -72,7 +76,7 @@ def test_an_essay_that_breaks_keeps_its_last_good_output(settings: Settings) -> 
 
 
 def test_a_broken_template_names_its_file_and_line(settings: Settings) -> None:
-    template = settings.templates_path / "email.html.j2"
+    template = override_template(settings, "email.html.j2")
     lines = template.read_text(encoding="utf-8").splitlines()
     lines[2] = lines[2] + " {% if %}"
     template.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -54,7 +54,7 @@ async def _watch(state: PreviewState, stop: anyio.Event) -> None:
     """Rebuild whenever an essay or a template is saved."""
     from watchfiles import awatch
 
-    folders = [str(state.settings.issues_path), str(state.settings.templates_path)]
+    folders = [str(f) for f in (state.settings.issues_path, state.settings.templates_path) if f.is_dir()]
     async for _changes in awatch(*folders, stop_event=stop, debounce=200, step=50):
         try:
             await _rebuild(state)
