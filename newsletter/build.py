@@ -1,5 +1,6 @@
 """The whole build: every essay → build/<slug>/{email.html,email.txt,index.html},
-plus build/index.html (the archive) and build/feed.xml (an Atom feed).
+plus build/index.html (the archive), build/feed.xml (an Atom feed) and
+build/subscribe-form.html (the signup form, to paste into another site).
 
 The build is incremental. build/.manifest.json records, for every issue, the
 key it was built from (essay, templates and settings) and a digest of each file
@@ -209,6 +210,9 @@ def _write_archive(settings: Settings, essays: list[Essay]) -> None:
     out = settings.output_path
     _write_if_changed(out / "index.html", renderer.render_page("archive.html.j2", issues=issues).encode("utf-8"))
     _write_if_changed(out / "feed.xml", renderer.render_page("feed.xml.j2", issues=issues, updated=updated).encode("utf-8"))
+    # The signup form as a snippet to paste into another site; it posts to base_url.
+    _write_if_changed(out / "subscribe-form.html",
+                      renderer.render_page("subscribe_form.html.j2", form_place="subscribe-form.html").encode("utf-8"))
 
 
 class IssueNotReady(NewsletterError):

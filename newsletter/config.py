@@ -50,6 +50,14 @@ class Settings:
     grace_hours: float = 24.0
     timezone: str = "UTC"
     language: str = "en"
+    # The signup form (see signup.py).
+    confirm_hours: float = 48.0  # a confirmation link expires after this long
+    signup_min_seconds: float = 3.0  # a form posted sooner after it was shown is taken for a bot
+    signup_per_address_per_day: int = 3  # confirmation emails to one address per 24 hours
+    signup_per_ip_per_hour: int = 20  # signups accepted from one network (/24, /48) per hour
+    signup_origins: str = ""  # other sites (origins, comma-separated) whose forms may post here
+    welcome_newest_issue: bool = False  # after the welcome email, send the newest issue too
+    max_request_bytes: int = 1_048_576  # the public app refuses a larger request body (413)
     secret: str = field(default="", repr=False)
     secret_fallbacks: str = field(default="", repr=False)
     sendgrid_api_key: str = field(default="", repr=False)
@@ -121,6 +129,12 @@ def _coerce(key: str, value: object, where: str) -> object:
         if number <= 0:
             raise ConfigError(f"{where}: '{key}' must be greater than 0, not {number}")
         return number
+    if expected == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.strip().lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
     if expected == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")

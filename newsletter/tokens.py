@@ -23,6 +23,10 @@ from sqlalchemy.engine import make_url
 from .config import ConfigError, Settings
 
 SALT = "newsletter.unsubscribe"
+# Each purpose signs with its own salt, hence its own key: a token made for one
+# purpose never verifies for another (an unsubscribe token cannot confirm a signup).
+CONFIRM_SALT = "newsletter.confirm"
+FORM_SALT = "newsletter.form"
 
 
 class BadToken(ValueError):
@@ -103,14 +107,14 @@ def fallback_secrets(settings: Settings) -> list[str]:
     return [old.strip() for old in settings.secret_fallbacks.split(",") if old.strip()]
 
 
-def derive_key(secret: str) -> bytes:
+def derive_key(secret: str, salt: str = SALT) -> bytes:
     """The HMAC key for a secret: SHA-1 of salt + "signer" + secret.
 
     This is itsdangerous' documented default ("django-concat" derivation), so
     every link signed since the first release keeps its signature. A test
     checks it against itsdangerous' own Signer and a fixed vector.
     """
-    return hashlib.sha1(SALT.encode() + b"signer" + secret.encode("utf-8")).digest()
+    return hashlib.sha1(salt.encode() + b"signer" + secret.encode("utf-8")).digest()
 
 
 def _signature(key: bytes, value: bytes) -> bytes:
@@ -128,22 +132,30 @@ class Signer:
     one HMAC on OpenSSL's fast path.
     """
 
-    def __init__(self, secret: str, fallbacks: Sequence[str] = ()):
-        self._key = derive_key(secret)
-        self._keys = [self._key, *(derive_key(old) for old in fallbacks if old)]
+    def __init__(self, secret: str, fallbacks: Sequence[str] = (), salt: str = SALT):
+        self._key = derive_key(secret, salt)
+        self._keys = [self._key, *(derive_key(old, salt) for old in fallbacks if old)]
 
-    def token(self, subscriber_id: int, issue: str) -> str:
-        value = f"{subscriber_id}:{issue}".encode("ascii")
-        return (value + b"." + _signature(self._key, value)).decode("ascii")
+    def sign(self, value: str) -> str:
+        """`value` (URL-safe ASCII) with its signature: "<value>.<signature>"."""
+        data = value.encode("ascii")
+        return (data + b"." + _signature(self._key, data)).decode("ascii")
 
-    def verify(self, token: str) -> UnsubscribeToken:
+    def unsign(self, token: str) -> str:
+        """The value a token carries, or BadToken when it was not signed by us for this purpose."""
         try:
             value, _, signature = token.encode("ascii").rpartition(b".")
         except UnicodeError:
-            raise BadToken("the unsubscribe link is not valid") from None
+            raise BadToken("the link is not valid") from None
         if not value or not any(hmac.compare_digest(_signature(key, value), signature) for key in self._keys):
-            raise BadToken("the unsubscribe link is not valid")
-        number, _, issue = value.decode("ascii").partition(":")
+            raise BadToken("the link is not valid")
+        return value.decode("ascii")
+
+    def token(self, subscriber_id: int, issue: str) -> str:
+        return self.sign(f"{subscriber_id}:{issue}")
+
+    def verify(self, token: str) -> UnsubscribeToken:
+        number, _, issue = self.unsign(token).partition(":")
         if not number.isdigit() or not issue:
             raise BadToken("the unsubscribe link is not valid")
         return UnsubscribeToken(subscriber_id=int(number), issue=issue)

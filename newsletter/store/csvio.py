@@ -26,7 +26,7 @@ from sqlalchemy import Connection, insert, select, text, update
 
 from ..errors import NewsletterError
 from .csvexport import FORMULA_START, export_csv, neutralise
-from .db import Store
+from .db import Store, for_writing
 from .fields import NAME_MAX, SOURCE_MAX, InvalidEmail, InvalidField, clean_text, fit, normalise_address
 from .schema import ACTIVE, SUPPRESSED, SubscriberStatus, subscriber_events, subscribers, utcnow
 
@@ -324,7 +324,7 @@ def import_csv(store: Store, path: Path, *, dry_run: bool = False,
     source = fit(f"import of {path.name}")
     handle = _open_text(path)
     with handle, store.engine.connect() as conn:
-        transaction = conn.begin()
+        transaction = for_writing(conn).begin()  # on SQLite: the write lock from the start
         try:
             now = utcnow()
             chunk: dict[str, _Row] = {}

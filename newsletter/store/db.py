@@ -13,7 +13,15 @@ from sqlalchemy.engine import make_url
 from ..config import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0004"  # the newest migration; tests check it matches migrations/versions
+HEAD = "0006"  # the newest migration; tests check it matches migrations/versions
+WRITES = "newsletter_writes"  # execution option: this connection's transactions will write
+
+
+def for_writing(conn: Connection) -> Connection:
+    """Mark a connection, before its transaction begins, as one that writes: on
+    SQLite its transactions then take the write lock at once (BEGIN IMMEDIATE).
+    Every other transaction is a plain deferred BEGIN, so reads never wait for a writer."""
+    return conn.execution_options(**{WRITES: True})
 
 
 @dataclass
@@ -26,9 +34,18 @@ class Store:
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
-        """One transaction: committed when the block ends, rolled back if it raises.
-        On SQLite it takes the write lock at once (BEGIN IMMEDIATE)."""
-        with self.engine.begin() as conn:
+        """One transaction that writes: committed when the block ends, rolled back if it raises.
+        On SQLite it takes the write lock at once (BEGIN IMMEDIATE), so two writers
+        serialise instead of one failing to upgrade its read lock; the scheduler's
+        claims rely on it (see scheduler.py)."""
+        with self.engine.connect() as conn, for_writing(conn).begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading: on SQLite it never takes the write lock, so a
+        long import or send does not stall the public app's pages."""
+        with self.engine.connect() as conn:
             yield conn
 
     def dispose(self) -> None:
@@ -64,8 +81,9 @@ def create_database_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001, ANN202
-        # Take the write lock at the start, so two schedulers serialise instead of deadlocking.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A writer takes the write lock at the start, so two schedulers serialise instead of
+        # deadlocking; a reader begins deferred and never waits for a writer (WAL).
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITES) else "BEGIN")
 
     return engine
 
@@ -77,8 +95,11 @@ def current_revision(conn: Connection) -> str | None:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to HEAD; a database already there costs one query."""
-    with engine.begin() as conn:
+    """Bring the schema to HEAD; a database already there costs one read, which waits for no writer."""
+    with engine.connect() as conn:
+        if current_revision(conn) == HEAD:
+            return
+    with engine.connect() as conn, for_writing(conn).begin():
         if engine.dialect.name == "postgresql":
             # Several schedulers may start at once: one migrates, the others wait.
             conn.execute(text("SELECT pg_advisory_xact_lock(727472)"))

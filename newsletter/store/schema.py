@@ -26,15 +26,18 @@ metadata = MetaData()
 
 class SubscriberStatus(StrEnum):
     """A subscriber's status: the one definition. Only ACTIVE is sent to; the
-    suppressions are kept for good (see store/subscribers.py)."""
+    suppressions are kept for good (see store/subscribers.py). PENDING signed up
+    through the form and has not confirmed yet (see signup.py): never sent issues."""
 
     ACTIVE = "active"
+    PENDING = "pending"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
 
 
 ACTIVE = SubscriberStatus.ACTIVE
+PENDING = SubscriberStatus.PENDING
 UNSUBSCRIBED = SubscriberStatus.UNSUBSCRIBED
 BOUNCED = SubscriberStatus.BOUNCED
 COMPLAINED = SubscriberStatus.COMPLAINED
@@ -71,6 +74,23 @@ subscriber_events = Table(
     Column("at", DateTime, nullable=False),
     Column("status", String(16), nullable=False),
     Column("source", String(200), nullable=False),
+)
+
+# Each signup request the form accepted: one row per email it sent ("confirm" or,
+# for an address already active, "notice"). A confirmed row is the consent record:
+# when, from which form, from which (truncated) IP. Rate limits count these rows.
+signups = Table(
+    "signups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # confirm, notice
+    Column("requested_at", DateTime, nullable=False),
+    Column("form", String(200), nullable=False),  # where the form was: the page, or another site's origin
+    Column("requested_ip", String(64), nullable=False),  # truncated: /24 for IPv4, /48 for IPv6
+    Column("confirmed_at", DateTime),
+    Column("confirmed_ip", String(64)),
+    Index("ix_signups_ip", "requested_ip", "requested_at"),
 )
 
 sends = Table(

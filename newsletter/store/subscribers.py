@@ -13,7 +13,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from ..errors import NewsletterError
 from .fields import InvalidEmail, InvalidField, clean_name, fit, normalise_address
-from .schema import ACTIVE, STATUSES, SUPPRESSED, SubscriberStatus, subscriber_events, subscribers, utcnow
+from .schema import ACTIVE, PENDING, STATUSES, SUPPRESSED, SubscriberStatus, subscriber_events, subscribers, utcnow
 
 __all__ = ["InvalidEmail", "InvalidField", "Subscriber", "SubscriberError", "SubscriberStatus"]
 
@@ -84,11 +84,14 @@ def _insert(conn: Connection, email: str, key: str, name: str, status: str, sour
 
 def add(conn: Connection, address: str, name: str = "", source: str = "added by the editor") -> tuple[Subscriber, bool]:
     """Add an active subscriber. Returns (subscriber, added?). An existing
-    address is left as it is; a suppressed one stays suppressed.
+    address is left as it is; a suppressed one stays suppressed; a pending one
+    (signed up, not yet confirmed) becomes active, as a new address would.
     InvalidEmail or InvalidField when the address or name cannot be stored."""
     email, key = email_key(address)
     name = clean_name(name)
     existing = find(conn, email)
+    if existing and existing.status == PENDING:
+        return activate(conn, existing.id, source), True
     if existing:
         if name and not existing.name:
             conn.execute(update(subscribers).where(subscribers.c.id == existing.id).values(name=name, updated_at=utcnow()))
@@ -108,8 +111,8 @@ def set_status(conn: Connection, subscriber_id: int, status: str, source: str) -
         raise SubscriberError(f"no subscriber with id {subscriber_id}")
     if current == status:
         return False
-    if status == ACTIVE:
-        raise SubscriberError("a suppressed subscriber becomes active only by re-subscribing themselves")
+    if status in (ACTIVE, PENDING):
+        raise SubscriberError("a subscriber becomes active or pending only through add, resubscribe or a confirmed signup")
     now = utcnow()
     source = fit(source)
     conn.execute(
@@ -131,7 +134,7 @@ def suppress(conn: Connection, address: str, status: str, source: str) -> tuple[
     existing = find(conn, email)
     if existing is None:
         return get(conn, _insert(conn, email, key, "", status, source)), None  # type: ignore[return-value]
-    if existing.status == ACTIVE:
+    if existing.status not in SUPPRESSED:  # active, or pending: a bounced confirmation suppresses too
         set_status(conn, existing.id, status, source)
     return get(conn, existing.id), existing.status  # type: ignore[return-value]
 
@@ -147,15 +150,31 @@ def resubscribe(conn: Connection, address: str, source: str) -> Subscriber:
     existing = find(conn, email)
     if existing is None:
         return get(conn, _insert(conn, email, key, "", ACTIVE, source))  # type: ignore[return-value]
-    if existing.status != ACTIVE:
+    return activate(conn, existing.id, source)
+
+
+def add_pending(conn: Connection, address: str, name: str, source: str) -> Subscriber:
+    """A new address from the signup form: pending, sent nothing but its confirmation,
+    until the subscriber confirms (see signup.py). InvalidEmail or InvalidField as add()."""
+    email, key = email_key(address)
+    return get(conn, _insert(conn, email, key, clean_name(name), PENDING, source))  # type: ignore[return-value]
+
+
+def activate(conn: Connection, subscriber_id: int, source: str) -> Subscriber:
+    """Make a subscriber active: only for their own request (a confirmed signup,
+    `add --resubscribe`) or the editor's add of a pending address; never for a suppression otherwise."""
+    current = get(conn, subscriber_id)
+    if current is None:
+        raise SubscriberError(f"no subscriber with id {subscriber_id}")
+    if current.status != ACTIVE:
         now = utcnow()
         source = fit(source)
         conn.execute(
-            update(subscribers).where(subscribers.c.id == existing.id)
+            update(subscribers).where(subscribers.c.id == subscriber_id)
             .values(status=ACTIVE, source=source, updated_at=now, status_changed_at=now)
         )
-        _record(conn, existing.id, ACTIVE, source, now)
-    return get(conn, existing.id)  # type: ignore[return-value]
+        _record(conn, subscriber_id, ACTIVE, source, now)
+    return get(conn, subscriber_id)  # type: ignore[return-value]
 
 
 def history(conn: Connection, subscriber_id: int) -> list[StatusChange]:

@@ -1,6 +1,8 @@
 """The public app an editor deploys: the web archive and feed from the build,
-unsubscribe links (GET shows a button, POST unsubscribes, RFC 8058 one-click)
-and SendGrid's signed Event Webhook."""
+the signup form with double opt-in (web/subscribe.py), unsubscribe links (GET
+shows a button, POST unsubscribes, RFC 8058 one-click) and SendGrid's signed
+Event Webhook. Every response carries the security headers (web/hardening.py);
+database work runs in threads, never in the event loop."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ import logging
 import re
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -18,7 +23,10 @@ from ..config import Settings
 from ..render import template_environment
 from ..store import Store
 from ..store import subscribers as ops
+from ..store.schema import SUPPRESSED
 from ..tokens import BadToken, Signer, fallback_secrets
+from .hardening import BodyLimit, HardenedStarlette, security_headers
+from .subscribe import signup_routes
 
 log = logging.getLogger("newsletter.web")
 _TOKEN = re.compile(r"(token=)[^&\s]+")
@@ -43,14 +51,30 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
         html = env.get_template("unsubscribe.html.j2").render(site, heading=heading, message=message, form_action=form_action)
         return HTMLResponse(html, status_code=status)
 
+    def render(template: str, **values: object) -> str:
+        return env.get_template(template).render(site, base_url=settings.base_url.rstrip("/"), **values)
+
+    def notice(status: int, heading: str, message: str, form_action: str | None = None, button: str = "") -> HTMLResponse:
+        return HTMLResponse(render("notice.html.j2", heading=heading, message=message, form_action=form_action,
+                                   button=button), status_code=status)
+
+    def error_page(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        heading, message = {
+            404: ("Page not found", "There is no page at this address. Every issue is in the archive."),
+            413: ("Too much", "That request was larger than this site accepts."),
+        }.get(status, ("Something went wrong", "This page failed on our side. Please try again later."))
+        # The message is fixed text: nothing from the request is echoed back.
+        return notice(status, heading, message)
+
     def subscriber_for(request: Request) -> ops.Subscriber | None:
-        """The subscriber a valid token names, or None (logged without the token)."""
+        """The subscriber a valid token names, or None (logged without the token). Blocks: call in a thread."""
         try:
             token = signer.verify(request.query_params.get("token", ""))
         except BadToken:
             log.warning("unsubscribe refused from %s: the token is forged or damaged", request.client.host if request.client else "?")
             return None
-        with store.engine.connect() as conn:
+        with store.read() as conn:
             subscriber = ops.get(conn, token.subscriber_id)
         if subscriber is None:
             log.warning("unsubscribe refused: the token names no subscriber on this list")
@@ -63,24 +87,29 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
 
     async def unsubscribe_form(request: Request) -> Response:
         # Changes nothing: mail scanners open links to check them.
-        subscriber = subscriber_for(request)
+        subscriber = await run_in_threadpool(subscriber_for, request)
         if subscriber is None:
             return bad_link()
-        if subscriber.status != "active":
+        if subscriber.status in SUPPRESSED:
             return page(200, "You are unsubscribed", f"{subscriber.email} will get no more issues of {settings.site_name}.")
         return page(200, f"Unsubscribe from {settings.site_name}?",
                     f"Press the button and {subscriber.email} will get no more issues.",
                     form_action="?" + request.url.query)
 
     async def unsubscribe(request: Request) -> Response:
-        subscriber = subscriber_for(request)
+        subscriber = await run_in_threadpool(subscriber_for, request)
         if subscriber is None:
             return bad_link()
         one_click = (await request.body()).strip() == b"List-Unsubscribe=One-Click"
-        with store.begin() as conn:
-            if subscriber.status == "active":
-                ops.set_status(conn, subscriber.id, "unsubscribed",
-                               "one-click unsubscribe (RFC 8058)" if one_click else "unsubscribe link")
+
+        def unsubscribe_now() -> None:
+            # Active or pending (a confirmation email's "not you?" link): suppressed from now on.
+            with store.begin() as conn:
+                if subscriber.status not in SUPPRESSED:
+                    ops.set_status(conn, subscriber.id, "unsubscribed",
+                                   "one-click unsubscribe (RFC 8058)" if one_click else "unsubscribe link")
+
+        await run_in_threadpool(unsubscribe_now)
         return page(200, "You are unsubscribed",
                     f"{subscriber.email} will get no more issues of {settings.site_name}. Sorry to see you go.")
 
@@ -97,14 +126,22 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
         except webhooks.Malformed as exc:
             log.warning("SendGrid webhook refused: %s", exc)
             return JSONResponse({"error": str(exc)}, status_code=400)
-        applied = webhooks.apply(store, events)
+        applied = await run_in_threadpool(webhooks.apply, store, events)
         return JSONResponse({"events": applied.events, "changed": applied.changed, "replayed": applied.replayed,
                              "ignored": applied.ignored, "invalid": applied.invalid})
 
     settings.output_path.mkdir(parents=True, exist_ok=True)
-    return Starlette(routes=[
-        Route("/unsubscribe", unsubscribe_form, methods=["GET"]),
-        Route("/unsubscribe", unsubscribe, methods=["POST"]),
-        Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
-        Mount("/", StaticFiles(directory=settings.output_path, html=True)),
-    ])
+    app = HardenedStarlette(
+        routes=[
+            *signup_routes(settings, store, secret, notice, render),
+            Route("/unsubscribe", unsubscribe_form, methods=["GET"]),
+            Route("/unsubscribe", unsubscribe, methods=["POST"]),
+            Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
+            Mount("/", StaticFiles(directory=settings.output_path, html=True)),
+        ],
+        middleware=[Middleware(BodyLimit, limit=settings.max_request_bytes,
+                               too_large=lambda: notice(413, "Too much", "That request was larger than this site accepts."))],
+        exception_handlers={404: error_page, 413: error_page, 500: error_page},
+    )
+    app.security = security_headers(settings.base_url)
+    return app

@@ -1,0 +1,82 @@
+"""Signup requests from the form: what the rate limits count, what a confirmation
+link names, and, once confirmed, the consent record (time, form, truncated IP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from .fields import fit
+from .schema import signups
+
+
+class SignupKind(StrEnum):
+    CONFIRM = "confirm"  # a confirmation email with a link that activates
+    NOTICE = "notice"  # an "already subscribed" email to an active address: changes nothing
+
+
+@dataclass(frozen=True)
+class Signup:
+    id: int
+    subscriber_id: int
+    kind: str
+    requested_at: dt.datetime
+    form: str
+    requested_ip: str
+    confirmed_at: dt.datetime | None
+    confirmed_ip: str | None
+
+
+def _row(row: Any) -> Signup:
+    return Signup(id=row.id, subscriber_id=row.subscriber_id, kind=row.kind, requested_at=row.requested_at, form=row.form,
+                  requested_ip=row.requested_ip, confirmed_at=row.confirmed_at, confirmed_ip=row.confirmed_ip)
+
+
+def record(conn: Connection, subscriber_id: int, kind: SignupKind, form: str, ip: str, now: dt.datetime) -> Signup:
+    new_id = conn.execute(insert(signups).values(
+        subscriber_id=subscriber_id, kind=kind, requested_at=now, form=fit(form), requested_ip=fit(ip, 64),
+    )).inserted_primary_key[0]  # type: ignore[index]
+    return get(conn, int(new_id))  # type: ignore[return-value]
+
+
+def get(conn: Connection, signup_id: int) -> Signup | None:
+    row = conn.execute(select(signups).where(signups.c.id == signup_id)).first()
+    return _row(row) if row else None
+
+
+def forget(conn: Connection, signup_id: int) -> None:
+    """A request whose email could not be sent: it counts for nothing and its link confirms nothing."""
+    conn.execute(delete(signups).where(signups.c.id == signup_id, signups.c.confirmed_at.is_(None)))
+
+
+def newest_confirmation(conn: Connection, subscriber_id: int) -> int | None:
+    """The id of the newest confirmation request: every older link was replaced by it."""
+    return conn.execute(select(func.max(signups.c.id)).where(
+        signups.c.subscriber_id == subscriber_id, signups.c.kind == SignupKind.CONFIRM)).scalar()
+
+
+def count_for_subscriber(conn: Connection, subscriber_id: int, since: dt.datetime) -> int:
+    return int(conn.execute(select(func.count()).where(
+        signups.c.subscriber_id == subscriber_id, signups.c.requested_at >= since)).scalar() or 0)
+
+
+def count_from(conn: Connection, ip: str, since: dt.datetime) -> int:
+    return int(conn.execute(select(func.count()).where(
+        signups.c.requested_ip == ip, signups.c.requested_at >= since)).scalar() or 0)
+
+
+def mark_confirmed(conn: Connection, signup_id: int, ip: str, now: dt.datetime) -> bool:
+    """Record the consent; False when it was already confirmed (compare-and-set: one wins)."""
+    return conn.execute(update(signups).where(signups.c.id == signup_id, signups.c.confirmed_at.is_(None))
+                        .values(confirmed_at=now, confirmed_ip=fit(ip, 64))).rowcount == 1
+
+
+def consents(conn: Connection, subscriber_id: int) -> list[Signup]:
+    """Every confirmed signup of a subscriber, oldest first: their consent records."""
+    query = (select(signups).where(signups.c.subscriber_id == subscriber_id, signups.c.confirmed_at.is_not(None))
+             .order_by(signups.c.id))
+    return [_row(row) for row in conn.execute(query)]
