@@ -189,3 +189,21 @@ def override_template(settings: Settings, name: str) -> Path:
     target = settings.templates_path / name
     shutil.copy(PACKAGED_TEMPLATES / name, target)
     return target
+
+
+def sent_one_by_one(settings: Settings) -> list:
+    """Every message sent outside a send (confirmations, notices, welcomes), oldest first, parsed."""
+    import email
+    import email.policy
+
+    return [email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            for path in sorted(settings.outbox_path.glob("test/*.eml"))]
+
+
+def form_started(settings: Settings, seconds_ago: float) -> str:
+    """The signed start time a signup form carries, as if shown `seconds_ago`."""
+    import time
+
+    from newsletter.signup import Signups
+
+    return Signups(settings, None, settings.secret).form_token(time.time() - seconds_ago)  # type: ignore[arg-type]

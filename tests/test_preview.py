@@ -19,7 +19,7 @@ ISSUE = "2017-02-13-say-what-you-mean"
 
 @pytest.fixture
 def client(settings: Settings) -> TestClient:
-    return TestClient(create_app(settings, watch=False))
+    return TestClient(create_app(settings, watch=False), base_url="http://127.0.0.1:8001")
 
 
 def test_index_lists_every_issue_by_title_with_links(client: TestClient, settings: Settings) -> None:
@@ -52,7 +52,7 @@ def test_only_what_the_build_wrote_is_served(client: TestClient, path: str) -> N
 def test_a_broken_essay_shows_its_error_and_the_preview_keeps_running(settings: Settings) -> None:
     essay = settings.issues_path / f"{ISSUE}.md"
     essay.write_text(essay.read_text(encoding="utf-8").replace("title:", "titel:"), encoding="utf-8")
-    client = TestClient(create_app(settings, watch=False))
+    client = TestClient(create_app(settings, watch=False), base_url="http://127.0.0.1:8001")
     index = client.get("/").text
     assert f"{ISSUE}.md:2: unknown front matter key" in index
     page = client.get(f"/issues/{ISSUE}/")

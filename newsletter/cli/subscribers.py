@@ -9,7 +9,7 @@ import click
 
 from .common import cli, open_store, progress_bar, settings
 
-STATUS_CHOICE = click.Choice(["active", "unsubscribed", "bounced", "complained", "all"])
+STATUS_CHOICE = click.Choice(["active", "pending", "unsubscribed", "bounced", "complained", "all"])
 
 
 def _statuses(chosen: tuple[str, ...] | str) -> tuple[str, ...]:
@@ -101,19 +101,36 @@ def export(file: Path, statuses: tuple[str, ...], excel: bool) -> None:
 @click.argument("email")
 @click.option("--name", default="", help="The subscriber's name.")
 @click.option("--resubscribe", is_flag=True, help="The subscriber asked, themselves, to receive the newsletter again.")
-def add(email: str, name: str, resubscribe: bool) -> None:
+@click.option("--confirm", "confirm", is_flag=True,
+              help="Send a confirmation email instead: EMAIL is subscribed only once its owner confirms.")
+def add(email: str, name: str, resubscribe: bool, confirm: bool) -> None:
     """Add EMAIL as an active subscriber.
 
     The address is stored in its normalised form; a suppressed address stays
-    suppressed unless the subscriber asked themselves (--resubscribe).
+    suppressed unless the subscriber asked themselves (--resubscribe). With
+    --confirm, EMAIL gets the signup form's confirmation email at once, through
+    the configured provider, and becomes active when its owner presses the
+    button (an address already active gets a note that it is).
 
     \b
     Examples:
       newsletter subscribers add ada@example.com --name "Ada Lovelace"
+      newsletter subscribers add grace@example.org --confirm
     """
     from ..store import subscribers as ops
 
-    store = open_store(settings())
+    config = settings()
+    store = open_store(config)
+    if confirm:
+        from ..signup import Outcome, signup_for_editor
+        from ..tokens import load_secret
+
+        outcome = signup_for_editor(config, store, load_secret(config), email, name)
+        if outcome == Outcome.NOT_SENT:
+            raise click.ClickException(f"the email to {email.strip()} could not be sent through the "
+                                       f"{config.provider} provider; see the log above, then try again")
+        click.echo(f"{email.strip()}: {outcome}")
+        return
     with store.begin() as conn:  # a bad address or name is a NewsletterError: one line, exit 1
         if resubscribe:
             subscriber = ops.resubscribe(conn, email, "re-subscribed at the subscriber's request")
@@ -172,6 +189,9 @@ def show_(email: str) -> None:
         if subscriber is None:
             raise click.ClickException(f"{email.strip()} is not on the list")
         changes = ops.history(conn, subscriber.id)
+        from ..store.signups import consents
+
+        agreed = consents(conn, subscriber.id)
     click.echo(subscriber.email)
     click.echo(f"  status:  {subscriber.status} since {_when(subscriber.status_changed_at)} ({subscriber.source})")
     click.echo(f"  name:    {subscriber.name}")
@@ -181,6 +201,11 @@ def show_(email: str) -> None:
     click.echo("  history:")
     for change in changes:
         click.echo(f"    {_when(change.at)}  {change.status:<12}  {change.source}")
+    if agreed:
+        click.echo("  consent:")
+    for record in agreed:
+        click.echo(f"    confirmed {_when(record.confirmed_at)} from network {record.confirmed_ip}; "
+                   f"asked {_when(record.requested_at)} on {record.form} from network {record.requested_ip}")
 
 
 def _when(moment: datetime | None) -> str:
@@ -190,7 +215,13 @@ def _when(moment: datetime | None) -> str:
 @subscribers.command("list")
 @click.option("--status", type=STATUS_CHOICE, default="active", show_default=True, help="Which subscribers to list.")
 def list_(status: str) -> None:
-    """Print one subscriber a line: address, status, name."""
+    """Print one subscriber a line: address, status, name.
+
+    \b
+    Examples:
+      newsletter subscribers list --status pending    # signed up, not yet confirmed
+      newsletter subscribers list --status all
+    """
     from ..store import subscribers as ops
 
     with open_store(settings()).engine.connect() as conn:

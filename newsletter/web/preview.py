@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from html import escape
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -22,6 +25,7 @@ from ..errors import NewsletterError
 from ..render import template_environment
 
 log = logging.getLogger("newsletter.preview")
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
 
 
 @dataclass
@@ -83,7 +87,7 @@ def create_app(settings: Settings, report: BuildReport | None = None, watch: boo
         errors = state.errors_for(slug)
         text_file = settings.output_path / slug / "email.txt"
         if essay is None and not errors:
-            return HTMLResponse(f"No issue '{slug}'.", status_code=404)
+            return HTMLResponse(f"No issue '{escape(slug)}'.", status_code=404)  # the slug is the visitor's text
         text = text_file.read_text(encoding="utf-8") if text_file.is_file() else ""
         return render("preview_issue.html.j2", essay=essay, slug=slug, issue_errors=errors, text=text,
                       built=(settings.output_path / slug / "email.html").is_file())
@@ -128,6 +132,9 @@ def create_app(settings: Settings, report: BuildReport | None = None, watch: boo
             Mount("/build", StaticFiles(directory=settings.output_path)),
         ],
         lifespan=lifespan,
+        # The preview listens on loopback only; a page elsewhere could still reach it through a
+        # name it resolves to 127.0.0.1 (DNS rebinding), so any other Host is refused.
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)],
     )
     app.state.preview = state
     return app
