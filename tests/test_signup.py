@@ -22,7 +22,7 @@ from newsletter.store import subscribers as ops
 from newsletter.store.csvio import import_csv
 from newsletter.store.schema import signups, subscribers
 from newsletter.store.signups import consents
-from newsletter.tokens import Signer
+from newsletter.tokens import CONFIRM_SALT, Signer
 from newsletter.web.public import create_app
 
 from .conftest import form_started, sent_one_by_one, write_csv
@@ -215,13 +215,16 @@ def test_forged_expired_and_replaced_links_answer_400_and_change_nothing(
 
     with store.read() as conn:
         pending_id = ops.find(conn, NEW).id
-    token = expired.partition("token=")[2]
-    value = token.rpartition(".")[0]
+    value = expired.partition("token=")[2].rpartition(".")[0]
+    newest_value = newest.partition("token=")[2].rpartition(".")[0]
+    number, _, stamp = newest_value.partition(":")
     forged = [
         f"/confirm?token={value}.{'A' * 27}",  # a made-up signature
-        f"/confirm?token={value.replace(value.split(':')[1], str(int(value.split(':')[1]) + 3600))}."
-        + token.rpartition(".")[2],  # the time moved
-        f"/confirm?token={Signer(settings.secret).token(pending_id, 'confirm')}",  # an unsubscribe token: another purpose
+        # Signed by us, but for a row of that id made at another time (a database made anew):
+        f"/confirm?token={Signer(settings.secret, salt=CONFIRM_SALT).sign(f'{number}:{int(stamp) - 3600}')}",
+        # The same value signed for another purpose (unsubscribe links) never confirms:
+        f"/confirm?token={Signer(settings.secret).sign(newest_value)}",
+        f"/confirm?token={Signer(settings.secret).token(pending_id, 'confirm')}",
         "/confirm?token=",
         "/confirm?token=%00%ff<svg>",
     ]
