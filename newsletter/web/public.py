@@ -11,7 +11,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from .. import webhooks
 from ..config import Settings
@@ -19,6 +18,7 @@ from ..render import template_environment
 from ..store import Store
 from ..store import subscribers as ops
 from ..tokens import BadToken, Signer, fallback_secrets
+from .published import PublishedFiles
 
 log = logging.getLogger("newsletter.web")
 _TOKEN = re.compile(r"(token=)[^&\s]+")
@@ -106,5 +106,5 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
         Route("/unsubscribe", unsubscribe_form, methods=["GET"]),
         Route("/unsubscribe", unsubscribe, methods=["POST"]),
         Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
-        Mount("/", StaticFiles(directory=settings.output_path, html=True)),
+        Mount("/", PublishedFiles(settings.output_path)),  # only what the build published
     ])
