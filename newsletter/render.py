@@ -134,6 +134,7 @@ def inline_css(html: str) -> str:
         strip_important=False,
         allow_network=False,
         disable_validation=True,
+        disable_basic_attributes=["height"],  # 'height: auto' must not overwrite an image's height attribute
         cssutils_logging_level=logging.CRITICAL,
     ).transform(pretty_print=False)
 
