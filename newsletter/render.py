@@ -71,7 +71,7 @@ def template_environment(folder: Path) -> jinja2.Environment:
 
     HTML and XML are autoescaped, text is not.
     """
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(folder), str(PACKAGED_TEMPLATES)]),
         autoescape=lambda name: name is not None and not name.endswith(".txt.j2"),
         undefined=jinja2.StrictUndefined,
@@ -79,6 +79,8 @@ def template_environment(folder: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["direction"] = direction  # {{ language | direction }}: "rtl" or "ltr"
+    return env
 
 
 def templates_digest(folder: Path) -> str:
@@ -146,7 +148,6 @@ class Renderer:
         self.settings = settings
         self.output = output  # where images are published; None renders without writing them
         self.env = template_environment(settings.templates_path)
-        self.env.globals.update(direction=direction(settings.language))
         self.md = markdown()
 
     def body(self, essay: Essay) -> Body:
