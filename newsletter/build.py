@@ -1,11 +1,18 @@
 """The whole build: every essay → build/<slug>/{email.html,email.txt,index.html},
-plus build/index.html (the archive), build/feed.xml (an Atom feed) and
-build/subscribe-form.html (the signup form, to paste into another site).
+its images under build/images/, plus build/index.html (the archive), build/feed.xml
+(an Atom feed) and build/subscribe-form.html (the signup form, to paste into another site).
 
 The build is incremental. build/.manifest.json records, for every issue, the
-key it was built from (essay, templates and settings) and a digest of each file
-it wrote. An issue is rendered again when its key changes, or when one of its
-files is missing or differs from what the build wrote (edited by hand).
+key it was built from (essay, templates and settings), a digest of each file
+it wrote and the images it published. An issue is rendered again when its key
+changes, or when one of its files is missing or differs from what the build
+wrote (edited by hand).
+
+The manifest is also the list of what is published: `serve` and the preview
+serve the files it names and nothing else (see newsletter/web/published.py).
+
+Drafts (`draft: true`) are built only into the preview's own folder
+(preview_output), never into the output folder that is published.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import TYPE_CHECKING
 from .atomic import write_atomic
 from .config import Settings
 from .errors import NewsletterError
-from .essays import Essay, EssayError, read_essays
+from .essays import Essay, EssayError, EssayWarning, read_essays
 from .render import RenderedIssue, Renderer, issue_url, templates_digest
 
 if TYPE_CHECKING:
@@ -32,7 +39,8 @@ MANIFEST = ".manifest.json"
 OUTPUT_FILES = ("email.html", "email.txt", "index.html")
 # Below this many essays to render, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 24
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+SITE_FILES = ("index.html", "feed.xml")
 
 
 @dataclass
@@ -41,7 +49,9 @@ class BuildReport:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     errors: list[EssayError] = field(default_factory=list)
-    essays: list[Essay] = field(default_factory=list)
+    warnings: list[EssayWarning] = field(default_factory=list)
+    essays: list[Essay] = field(default_factory=list)  # built into this output, drafts too in the preview's
+    drafts: list[Essay] = field(default_factory=list)  # every draft, built here or not
 
     @property
     def ok(self) -> bool:
@@ -57,6 +67,11 @@ def _build_key(essay: Essay, templates: str, settings: Settings) -> str:
     return _digest("\0".join(parts).encode())
 
 
+def preview_output(settings: Settings) -> Path:
+    """The preview's own output folder: drafts are built there, never into the published one."""
+    return settings.data_path / "preview"
+
+
 def _read_manifest(out: Path) -> dict[str, dict]:
     try:
         data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
@@ -68,14 +83,30 @@ def _read_manifest(out: Path) -> dict[str, dict]:
     return issues if isinstance(issues, dict) else {}
 
 
-def _outputs_intact(folder: Path, recorded: dict[str, str]) -> bool:
+def published_files(out: Path) -> frozenset[str]:
+    """Every file the last build wrote into `out`, as paths relative to it: all that may be served."""
+    try:
+        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return frozenset()
+    if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
+        return frozenset()
+    files = {name for name in data.get("site", {}) if name in SITE_FILES}
+    for slug, recorded in data.get("issues", {}).items():
+        files.update(f"{slug}/{name}" for name in recorded.get("outputs", {}) if name in OUTPUT_FILES)
+        files.update(str(name) for name in recorded.get("images", ()))
+    return frozenset(files)
+
+
+def _outputs_intact(out: Path, slug: str, recorded: dict) -> bool:
+    outputs = recorded.get("outputs", {})
     for name in OUTPUT_FILES:
         try:
-            if _digest((folder / name).read_bytes()) != recorded.get(name):
+            if _digest((out / slug / name).read_bytes()) != outputs.get(name):
                 return False
         except OSError:
             return False
-    return True
+    return all((out / name).is_file() for name in recorded.get("images", ()))
 
 
 def _files_of(rendered: RenderedIssue) -> dict[str, bytes]:
@@ -90,24 +121,31 @@ def _files_of(rendered: RenderedIssue) -> dict[str, bytes]:
 _worker_renderer: Renderer | None = None
 
 
-def _init_worker(settings: Settings) -> None:
+def _init_worker(settings: Settings, output: Path) -> None:
     global _worker_renderer
-    _worker_renderer = Renderer(settings)
+    _worker_renderer = Renderer(settings, output)
 
 
-def _render_in_worker(essay: Essay) -> RenderedIssue:
+def _render_or_error(renderer: Renderer, essay: Essay) -> RenderedIssue | EssayError:
+    try:
+        return renderer.render(essay)
+    except EssayError as exc:  # a missing image: this essay fails, the others build
+        return exc
+
+
+def _render_in_worker(essay: Essay) -> RenderedIssue | EssayError:
     assert _worker_renderer is not None
-    return _worker_renderer.render(essay)
+    return _render_or_error(_worker_renderer, essay)
 
 
-def _render_all(settings: Settings, essays: list[Essay]) -> Iterable[tuple[Essay, RenderedIssue]]:
+def _render_all(settings: Settings, output: Path, essays: list[Essay]) -> Iterable[tuple[Essay, RenderedIssue | EssayError]]:
     workers = min(os.cpu_count() or 1, 4)
     if len(essays) < PARALLEL_THRESHOLD or workers < 2:
-        renderer = Renderer(settings)
+        renderer = Renderer(settings, output)
         for essay in essays:
-            yield essay, renderer.render(essay)
+            yield essay, _render_or_error(renderer, essay)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, output)) as pool:
         yield from zip(essays, pool.map(_render_in_worker, essays, chunksize=8), strict=True)
 
 
@@ -124,9 +162,13 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
 def build(
     settings: Settings,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    drafts: bool = False,
 ) -> BuildReport:
     """Build every essay; a bad essay is reported and never stops the others.
 
+    Builds the published issues into the output folder; with `drafts`, builds
+    drafts too, into the preview's own folder (preview_output) instead.
     `progress(done, total)` is called after each issue that had to be rendered.
     """
     if not settings.issues_path.is_dir():
@@ -134,34 +176,46 @@ def build(
             f"{settings.issues_path} does not exist; run newsletter in the folder that holds newsletter.toml "
             "and issues/, or make one with newsletter init"
         )
-    out = settings.output_path
+    out = preview_output(settings) if drafts else settings.output_path
     out.mkdir(parents=True, exist_ok=True)
     essays, errors = read_essays(settings.issues_path)
-    report = BuildReport(errors=errors, essays=essays)
+    report = BuildReport(errors=errors, drafts=[e for e in essays if e.draft])
+    essays = [e for e in essays if drafts or not e.draft]
     templates = templates_digest(settings.templates_path)
     manifest = _read_manifest(out)
 
     todo: list[Essay] = []
     keys: dict[str, str] = {}
+    new_manifest: dict[str, dict] = {}
     for essay in essays:
         keys[essay.slug] = _build_key(essay, templates, settings)
         recorded = manifest.get(essay.slug)
-        if recorded and recorded.get("key") == keys[essay.slug] and _outputs_intact(out / essay.slug, recorded.get("outputs", {})):
+        if recorded and recorded.get("key") == keys[essay.slug] and _outputs_intact(out, essay.slug, recorded):
             report.unchanged.append(essay.slug)
+            report.essays.append(essay)
+            new_manifest[essay.slug] = recorded
+            report.warnings.extend(EssayWarning(essay.path, line, message) for line, message in recorded.get("warnings", ()))
         else:
             todo.append(essay)
 
-    new_manifest: dict[str, dict] = {slug: manifest[slug] for slug in report.unchanged}
-    for done, (essay, rendered) in enumerate(_render_all(settings, todo), start=1):
+    for done, (essay, rendered) in enumerate(_render_all(settings, out, todo), start=1):
+        if isinstance(rendered, EssayError):
+            errors.append(rendered)
+            continue
         files = _files_of(rendered)
         for name, data in files.items():
             write_atomic(out / essay.slug / name, data)
         new_manifest[essay.slug] = {
             "key": keys[essay.slug],
             "source": essay.path.name,
+            "draft": essay.draft,
             "outputs": {name: _digest(data) for name, data in files.items()},
+            "images": sorted({image.name for image in rendered.images}),
+            "warnings": [[w.line, w.message] for w in rendered.warnings],
         }
         report.built.append(essay.slug)
+        report.essays.append(essay)
+        report.warnings.extend(rendered.warnings)
         if progress:
             progress(done, len(todo))
 
@@ -170,7 +224,7 @@ def build(
     for slug, recorded in manifest.items():
         if slug in new_manifest:
             continue
-        if recorded.get("source") in failed_sources:
+        if recorded.get("source") in failed_sources and not (recorded.get("draft") and not drafts):
             new_manifest[slug] = recorded
             continue
         for name in OUTPUT_FILES:
@@ -180,17 +234,22 @@ def build(
         except OSError:
             pass
         report.removed.append(slug)
+    in_use = {name for recorded in new_manifest.values() for name in recorded.get("images", ())}
+    for recorded in manifest.values():
+        for name in set(recorded.get("images", ())) - in_use:
+            (out / name).unlink(missing_ok=True)
 
-    _write_archive(settings, essays)
+    report.essays.sort(key=lambda e: e.path)
+    site = _write_archive(settings, out, [e for e in report.essays if not e.draft])
     write_atomic(
         out / MANIFEST,
-        json.dumps({"version": MANIFEST_VERSION, "issues": new_manifest}, indent=1, sort_keys=True).encode(),
+        json.dumps({"version": MANIFEST_VERSION, "site": site, "issues": new_manifest}, indent=1, sort_keys=True).encode(),
     )
     return report
 
 
-def _write_archive(settings: Settings, essays: list[Essay]) -> None:
-    """build/index.html and build/feed.xml, newest issue first; rewritten only when they change."""
+def _write_archive(settings: Settings, out: Path, essays: list[Essay]) -> dict[str, str]:
+    """index.html and feed.xml, newest issue first; rewritten only when they change. Returns their digests."""
     renderer = Renderer(settings)
     newest_first = sorted(essays, key=lambda e: (e.date, e.slug), reverse=True)
     issues = [
@@ -202,17 +261,20 @@ def _write_archive(settings: Settings, essays: list[Essay]) -> None:
             "summary": essay.summary,
             "url": issue_url(settings, essay.slug),
             "updated": f"{essay.date.isoformat()}T00:00:00Z",
-            "content": renderer.md.render(essay.body),
+            "content": renderer.body(essay).html,
         }
         for essay in newest_first
     ]
     updated = issues[0]["updated"] if issues else "1970-01-01T00:00:00Z"
-    out = settings.output_path
-    _write_if_changed(out / "index.html", renderer.render_page("archive.html.j2", issues=issues).encode("utf-8"))
-    _write_if_changed(out / "feed.xml", renderer.render_page("feed.xml.j2", issues=issues, updated=updated).encode("utf-8"))
-    # The signup form as a snippet to paste into another site; it posts to base_url.
-    _write_if_changed(out / "subscribe-form.html",
-                      renderer.render_page("subscribe_form.html.j2", form_place="subscribe-form.html").encode("utf-8"))
+    pages = {
+        "index.html": renderer.render_page("archive.html.j2", issues=issues).encode("utf-8"),
+        "feed.xml": renderer.render_page("feed.xml.j2", issues=issues, updated=updated).encode("utf-8"),
+        # The signup form as a snippet to paste into another site; it posts to base_url.
+        "subscribe-form.html": renderer.render_page("subscribe_form.html.j2", form_place="subscribe-form.html").encode("utf-8"),
+    }
+    for name, data in pages.items():
+        _write_if_changed(out / name, data)
+    return {name: _digest(data) for name, data in pages.items()}
 
 
 class IssueNotReady(NewsletterError):
@@ -229,6 +291,12 @@ def ready_issue(settings: Settings, name: str, report: BuildReport | None = None
 
     report = report or build(settings)
     essay = find_essay(report.essays, name)
+    draft = find_essay(report.drafts, name)
+    if draft is not None and (essay is None or essay.draft):
+        raise IssueNotReady(
+            f"'{name}' is a draft ({draft.path.name} has 'draft: true' in its front matter), so it is not published "
+            "and cannot be sent; to publish it, delete that line (or write 'draft: false'), then queue it again"
+        )
     if essay is None:
         broken = [e for e in report.errors if e.path.stem == name or e.path.stem.endswith(f"-{name}")]
         if broken:

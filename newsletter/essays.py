@@ -18,7 +18,7 @@ import yaml
 from .errors import NewsletterError
 
 REQUIRED_KEYS = ("title", "date")
-OPTIONAL_KEYS = ("summary", "slug")
+OPTIONAL_KEYS = ("summary", "slug", "draft")
 ALLOWED_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}-")
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -37,6 +37,22 @@ class EssayError(NewsletterError):
         where = f"{self.path}:{self.line}" if self.line else str(self.path)
         return f"{where}: {self.message}"
 
+    def __reduce__(self) -> tuple[type[EssayError], tuple[Path, int | None, str]]:
+        return (type(self), (self.path, self.line, self.message))  # workers send these back to the build
+
+
+@dataclass(frozen=True)
+class EssayWarning:
+    """Something a reader would miss, though the essay builds: 'file:line: what and what to do'."""
+
+    path: Path
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {self.message}"
+
 
 @dataclass(frozen=True)
 class Essay:
@@ -47,6 +63,12 @@ class Essay:
     summary: str
     body: str
     digest: str  # of the file's bytes: what the incremental build compares
+    draft: bool = False  # built for the preview only: never published, never queued
+    body_line: int = 1  # the file's line that holds the body's first line
+
+    def line_of(self, body_line: int) -> int:
+        """The file's line number for a 0-based line of the body (as markdown-it maps it)."""
+        return self.body_line + body_line
 
     @property
     def short_slug(self) -> str:
@@ -69,6 +91,15 @@ def _closing_line(text: str) -> int:
         if line.strip() == "---":
             return number
     return 1
+
+
+def _body_line(text: str) -> int:
+    """The line where the body starts: python-frontmatter strips the blank lines before it."""
+    lines = text.splitlines()
+    number = _closing_line(text) + 1
+    while number <= len(lines) and not lines[number - 1].strip():
+        number += 1
+    return number
 
 
 def _parse_date(path: Path, text: str, value: object) -> dt.date:
@@ -134,6 +165,9 @@ def read_essay(path: Path) -> Essay:
             _key_line(text, "slug"),
             f"slug {slug!r} may hold only lower-case letters, digits and hyphens; rename the file or set 'slug:'",
         )
+    draft = meta.get("draft", False)
+    if not isinstance(draft, bool):
+        raise EssayError(path, _key_line(text, "draft"), f"draft must be true or false, not {draft!r}")
     return Essay(
         path=path,
         slug=slug,
@@ -142,6 +176,8 @@ def read_essay(path: Path) -> Essay:
         summary=summary.strip(),
         body=post.content,
         digest=hashlib.sha256(raw).hexdigest(),
+        draft=draft,
+        body_line=_body_line(text),
     )
 
 

@@ -13,14 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from .config import Settings
 from .errors import NewsletterError
-from .essays import Essay
+from .essays import Essay, EssayWarning
+from .images import PlacedImage, place_images, publish
+from .markup import markdown
 from .personalize import UNSUBSCRIBE_PLACEHOLDER
-from .textpart import markdown_to_text
+from .textpart import tokens_to_text
 
+# Scripts written right to left: their pages and emails need dir="rtl".
+RTL_LANGUAGES = frozenset({"ar", "arc", "dv", "fa", "he", "ku", "ps", "sd", "ug", "ur", "yi"})
+
+
+def direction(language: str) -> str:
+    return "rtl" if language.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,18 @@ class RenderedIssue:
     email_html: str
     email_text: str
     web_html: str
+    images: tuple[PlacedImage, ...] = ()
+    warnings: tuple[EssayWarning, ...] = ()
+
+
+@dataclass(frozen=True)
+class Body:
+    """An essay's body parsed once: its tokens (images placed) and its HTML."""
+
+    tokens: list[Token]
+    html: str
+    images: list[PlacedImage]
+    warnings: list[EssayWarning]
 
 
 class TemplateProblem(NewsletterError):
@@ -43,10 +63,6 @@ def _template_problem(exc: jinja2.TemplateError, folder: Path) -> TemplateProble
     return TemplateProblem(f"{folder}: a template failed: {exc.message}")
 
 
-def markdown() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": False, "linkify": False})
-
-
 PACKAGED_TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -55,7 +71,7 @@ def template_environment(folder: Path) -> jinja2.Environment:
 
     HTML and XML are autoescaped, text is not.
     """
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(folder), str(PACKAGED_TEMPLATES)]),
         autoescape=lambda name: name is not None and not name.endswith(".txt.j2"),
         undefined=jinja2.StrictUndefined,
@@ -63,6 +79,8 @@ def template_environment(folder: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["direction"] = direction  # {{ language | direction }}: "rtl" or "ltr"
+    return env
 
 
 def templates_digest(folder: Path) -> str:
@@ -118,6 +136,7 @@ def inline_css(html: str) -> str:
         strip_important=False,
         allow_network=False,
         disable_validation=True,
+        disable_basic_attributes=["height"],  # 'height: auto' must not overwrite an image's height attribute
         cssutils_logging_level=logging.CRITICAL,
     ).transform(pretty_print=False)
 
@@ -125,10 +144,18 @@ def inline_css(html: str) -> str:
 class Renderer:
     """Renders essays with one template environment and one Markdown parser."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, output: Path | None = None):
         self.settings = settings
+        self.output = output  # where images are published; None renders without writing them
         self.env = template_environment(settings.templates_path)
         self.md = markdown()
+
+    def body(self, essay: Essay) -> Body:
+        """Parse the body once; raises EssayError for an image that cannot be published."""
+        env: dict[str, object] = {}
+        tokens = self.md.parse(essay.body, env)
+        images, warnings = place_images(essay, tokens, self.settings.base_url)
+        return Body(tokens, self.md.renderer.render(tokens, self.md.options, env), images, warnings)
 
     def context(self, essay: Essay) -> dict[str, object]:
         return {
@@ -151,15 +178,19 @@ class Renderer:
             raise _template_problem(exc, self.settings.templates_path) from None
 
     def _render(self, essay: Essay) -> RenderedIssue:
-        body_html = self.md.render(essay.body)
-        body_text, links = markdown_to_text(self.md, essay.body)
+        body = self.body(essay)
+        body_text, links = tokens_to_text(body.tokens)
         ctx = self.context(essay)
-        email_html = self.env.get_template("email.html.j2").render(ctx, body_html=body_html)
+        email_html = self.env.get_template("email.html.j2").render(ctx, body_html=body.html)
+        if self.output is not None:
+            publish(body.images, self.output)
         return RenderedIssue(
             slug=essay.slug,
             email_html=inline_css(email_html),
             email_text=self.env.get_template("email.txt.j2").render(ctx, body_text=body_text, links=links),
-            web_html=self.env.get_template("web.html.j2").render(ctx, body_html=body_html),
+            web_html=self.env.get_template("web.html.j2").render(ctx, body_html=body.html),
+            images=tuple(body.images),
+            warnings=tuple(body.warnings),
         )
 
     def render_page(self, template: str, **values: object) -> str:

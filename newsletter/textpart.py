@@ -1,4 +1,6 @@
-"""Markdown → the plain-text part of an email: wrapped at 72 columns, links as footnotes."""
+"""Markdown → the plain-text part of an email: wrapped at 72 columns, links as numbered
+references, footnotes at the end, tables as aligned columns (or one record per row
+when they would not fit in 72 columns)."""
 
 from __future__ import annotations
 
@@ -77,17 +79,70 @@ class _Writer:
                 out.append("_")
             elif kind in ("strong_open", "strong_close"):
                 out.append("*")
+            elif kind in ("s_open", "s_close"):
+                out.append("~~")
+            elif kind == "footnote_ref":
+                out.append(f"[^{int(child.meta['id']) + 1}]")
         return "".join(out)
+
+    def table(self, rows: list[list[str]], aligns: list[str]) -> None:
+        """Columns when they fit the width, else each row as 'Header: value' lines."""
+        first, rest = self.prefixes()
+        room = self.width - len(rest)
+        columns = max(len(row) for row in rows)
+        rows = [row + [""] * (columns - len(row)) for row in rows]
+        widths = [max(len(row[n]) for row in rows) for n in range(columns)]
+        if sum(widths) + 2 * (columns - 1) <= room:
+            def line(row: list[str]) -> str:
+                cells = [cell.rjust(w) if n < len(aligns) and aligns[n] == "right" else cell.ljust(w)
+                         for n, (cell, w) in enumerate(zip(row, widths, strict=True))]
+                return "  ".join(cells).rstrip()
+            lines = [line(rows[0]), "  ".join("-" * w for w in widths), *(line(row) for row in rows[1:])]
+            self.blocks.append("\n".join((first if n == 0 else rest) + text for n, text in enumerate(lines)))
+            return
+        header, records = rows[0], rows[1:] or [rows[0]]
+        for record in records:
+            fields = []
+            for name, value in zip(header, record, strict=True):
+                label = f"{name}: " if name and record is not header else ""
+                fields.append(textwrap.fill(label + value, width=self.width, initial_indent=rest, subsequent_indent=rest + "  ",
+                                            break_long_words=False, break_on_hyphens=False) or rest.rstrip())
+            self.blocks.append("\n".join(fields))
 
 
 def markdown_to_text(md: MarkdownIt, source: str, width: int = WIDTH) -> tuple[str, list[str]]:
-    """The body as plain text, and the link targets its [n] footnote marks refer to."""
+    """The body as plain text, and the link targets its [n] marks refer to."""
+    return tokens_to_text(md.parse(source), width)
+
+
+def tokens_to_text(tokens: list[Token], width: int = WIDTH) -> tuple[str, list[str]]:
+    """The parsed body as plain text, and the link targets its [n] marks refer to."""
     writer = _Writer(width)
-    tokens = md.parse(source)
     heading_level = 0
+    rows: list[list[str]] | None = None  # inside a table
+    aligns: list[str] = []
     for token in tokens:
         kind = token.type
-        if kind == "heading_open":
+        if rows is not None and kind == "inline":
+            rows[-1].append(writer.inline(token).strip())
+        elif kind == "table_open":
+            rows, aligns = [], []
+        elif kind == "tr_open" and rows is not None:
+            rows.append([])
+        elif kind == "th_open":
+            aligns.append("right" if "right" in str(token.attrs.get("style", "")) else "left")
+        elif kind == "table_close" and rows is not None:
+            if rows:
+                writer.table(rows, aligns)
+            rows = None
+        elif kind == "footnote_block_open":
+            writer.blocks.append("Notes:")
+        elif kind == "footnote_open":
+            writer.markers.append(f"[^{int(token.meta['id']) + 1}] ")
+            writer.fresh_item = True
+        elif kind == "footnote_close":
+            writer.markers.pop()
+        elif kind == "heading_open":
             heading_level = int(token.tag[1])
         elif kind == "heading_close":
             heading_level = 0

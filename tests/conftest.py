@@ -207,3 +207,36 @@ def form_started(settings: Settings, seconds_ago: float) -> str:
     from newsletter.signup import Signups
 
     return Signups(settings, None, settings.secret).form_token(time.time() - seconds_ago)  # type: ignore[arg-type]
+
+
+ESSAYS = Path(__file__).parent / "essays"
+HARD_SLUG = "2017-03-13-the-hard-one"
+
+
+def write_image(path: Path, width: int, height: int, fmt: str = "PNG") -> Path:
+    """A real image file of this size: stripes, so scaling it changes its bytes."""
+    from PIL import Image, ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", (width, height), (240, 236, 228))
+    draw = ImageDraw.Draw(image)
+    for x in range(0, width, 40):
+        draw.rectangle([x, 0, x + 19, height], fill=(155, 61, 46))
+    image.save(path, fmt)
+    return path
+
+
+@pytest.fixture
+def hard_essay(settings: Settings) -> Settings:
+    """The sample newsletter plus tests/essays' hard essay: a long URL, a long word, code,
+    a wide table, footnotes and a 2400 px image beside it."""
+    shutil.copy(ESSAYS / f"{HARD_SLUG}.md", settings.issues_path / f"{HARD_SLUG}.md")
+    write_image(settings.issues_path / "img" / "count.png", 2400, 1200)
+    return settings
+
+
+def write_essay(settings: Settings, name: str, front: str, body: str) -> Path:
+    """issues/<name>.md with this front matter (without the --- lines) and body."""
+    path = settings.issues_path / f"{name}.md"
+    path.write_text(f"---\n{front.strip()}\n---\n\n{body.strip()}\n", encoding="utf-8")
+    return path

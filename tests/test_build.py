@@ -16,7 +16,7 @@ from newsletter.config import Settings
 from newsletter.essays import read_essays
 from newsletter.personalize import UNSUBSCRIBE_PLACEHOLDER
 
-from .conftest import SHARED, override_template
+from .conftest import HARD_SLUG, SHARED, override_template
 from .textutil import fold, markdown_paragraphs, text_part_prose, visible_text
 
 DEBRIS = ("corbyn crowd", "Benn 2", "LikeShow More Reactions")
@@ -142,16 +142,33 @@ def test_archive_lists_every_issue_newest_first_and_feed_has_one_entry_each(buil
     assert all(e.findtext(f"{atom}id").startswith(built.base_url) for e in entries)
 
 
-@pytest.mark.parametrize("part", ["email.html", "email.txt"])
-def test_output_matches_golden_file(built: Settings, part: str) -> None:
-    """A change to the rendered email shows up here as a readable diff.
-    Regenerate on purpose with UPDATE_GOLDEN=1."""
-    actual = (built.output_path / GOLDEN_SLUG / part).read_text(encoding="utf-8")
-    golden = GOLDEN / f"{GOLDEN_SLUG}.{part}"
+GOLDEN_FILES = {  # golden file → the built file it pins
+    f"{GOLDEN_SLUG}.email.html": f"{GOLDEN_SLUG}/email.html",
+    f"{GOLDEN_SLUG}.email.txt": f"{GOLDEN_SLUG}/email.txt",
+    f"{GOLDEN_SLUG}.web.html": f"{GOLDEN_SLUG}/index.html",
+    "archive.html": "index.html",
+    "feed.xml": "feed.xml",
+}
+
+
+def assert_matches_golden(actual: str, golden: Path) -> None:
+    """A change to rendered output shows up as a readable diff.
+    Regenerate on purpose with UPDATE_GOLDEN=1 (see the README, Tests)."""
     if os.environ.get("UPDATE_GOLDEN"):
         golden.parent.mkdir(exist_ok=True)
         golden.write_text(actual, encoding="utf-8")
     assert actual.splitlines() == golden.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.mark.parametrize("golden", sorted(GOLDEN_FILES))
+def test_output_matches_golden_file(built: Settings, golden: str) -> None:
+    assert_matches_golden((built.output_path / GOLDEN_FILES[golden]).read_text(encoding="utf-8"), GOLDEN / golden)
+
+
+def test_rich_markdown_text_part_matches_golden_file(hard_essay: Settings) -> None:
+    """Tables, footnotes, strikethrough and bare URLs as a reader of the plain-text part sees them."""
+    assert build(hard_essay).ok
+    assert_matches_golden((hard_essay.output_path / HARD_SLUG / "email.txt").read_text(encoding="utf-8"), GOLDEN / f"{HARD_SLUG}.email.txt")
 
 
 def _stamps(settings: Settings) -> dict[str, int]:

@@ -73,8 +73,11 @@ def test_preview_in_chromium_lists_issues_fits_phones_and_reloads_on_save(browse
             page.frame_locator("iframe.phone").locator("h1").wait_for()
             frames = [f for f in page.frames if f.url.endswith("email.html")]
             sizes = [f.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]") for f in frames]
-            assert sorted(s[1] for s in sizes) == [375, 600]
+            assert sorted(s[1] for s in sizes) == [375, 700]
             assert all(scroll <= inner for scroll, inner in sizes), sizes
+            # The desktop frame is wider than the phone breakpoint: it shows the desktop layout.
+            desktop = page.frame_locator("iframe.desktop").locator("td.content")
+            assert desktop.evaluate("e => getComputedStyle(e).paddingLeft") == "40px"
             page.screenshot(path=str(ARTIFACTS / "preview-issue.png"))
 
             # Save a change to the essay: the open page shows it without anyone pressing reload.

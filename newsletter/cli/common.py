@@ -97,19 +97,23 @@ def show(path: Path) -> str:
     return str(path)
 
 
-def run_build(settings: Settings) -> BuildReport:
-    """Build with a progress bar, print the errors and a one-line summary."""
-    from ..build import build
+def run_build(settings: Settings, *, drafts: bool = False) -> BuildReport:
+    """Build with a progress bar (drafts too, into the preview's folder, with `drafts`),
+    print the errors, the warnings and a one-line summary."""
+    from ..build import build, preview_output
 
     with progress_bar("Building issues") as update:
-        report = build(settings, progress=update)
+        report = build(settings, progress=update, drafts=drafts)
     for error in report.errors:
         click.secho(f"error: {error}", fg="red", err=True)
+    for warning in report.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(
         f"Built {len(report.built)} issue(s), {len(report.unchanged)} unchanged"
         + (f", {len(report.removed)} removed" if report.removed else "")
         + (f", {len(report.errors)} failed" if report.errors else "")
-        + f". Open {show(settings.output_path / 'index.html')}"
+        + (f"; {len(report.drafts)} draft(s) left out (see them with newsletter preview)" if report.drafts and not drafts else "")
+        + f". Open {show((preview_output(settings) if drafts else settings.output_path) / 'index.html')}"
     )
     return report
 

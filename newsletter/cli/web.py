@@ -13,8 +13,9 @@ from .common import cli, open_store, run_build, settings
 def preview(port: int, no_open: bool) -> None:
     """Preview every issue in the browser while you write.
 
-    Each issue shows at desktop (600 px) and phone (375 px) width, with its
-    text part and web version. Saving an essay or a template rebuilds what
+    Each issue, drafts too, shows at desktop and phone (375 px) width, in
+    light or dark, with its text part and web version. The preview builds
+    into its own folder (.newsletter/preview/), so drafts are never published. Saving an essay or a template rebuilds what
     changed and the open page reloads by itself; a broken essay shows its
     error in the page.
     """
@@ -26,7 +27,7 @@ def preview(port: int, no_open: bool) -> None:
     from ..web.preview import create_app
 
     config = settings()
-    report = run_build(config)
+    report = run_build(config, drafts=True)
     url = f"http://127.0.0.1:{port}/"
     click.echo(f"Previewing at {url} (Ctrl-C to stop)")
     if not no_open:

@@ -1,5 +1,7 @@
-"""The editor's preview: every issue at desktop and phone width, its text part
-and its web page, rebuilt and reloaded in the open browser as essays change."""
+"""The editor's preview: every issue, drafts too, at desktop and phone width, in
+light and dark, its text part and its web page, rebuilt and reloaded in the open
+browser as essays change. It builds into its own folder (build.preview_output),
+so a draft never reaches the published one."""
 
 from __future__ import annotations
 
@@ -17,12 +19,12 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
-from ..build import BuildReport, build
+from ..build import BuildReport, build, preview_output
 from ..config import Settings
 from ..errors import NewsletterError
 from ..render import template_environment
+from .published import PublishedFiles
 
 log = logging.getLogger("newsletter.preview")
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
@@ -43,7 +45,7 @@ class PreviewState:
 
 async def _rebuild(state: PreviewState) -> None:
     try:
-        state.report = await anyio.to_thread.run_sync(build, state.settings)
+        state.report = await anyio.to_thread.run_sync(lambda: build(state.settings, drafts=True))
         state.problem = ""
     except NewsletterError as exc:
         state.problem = str(exc)  # keep the last good build on show, with the error above it
@@ -67,8 +69,9 @@ async def _watch(state: PreviewState, stop: anyio.Event) -> None:
 
 
 def create_app(settings: Settings, report: BuildReport | None = None, watch: bool = True) -> Starlette:
-    state = PreviewState(settings=settings, report=report or build(settings))
+    state = PreviewState(settings=settings, report=report or build(settings, drafts=True))
     env = template_environment(settings.templates_path)
+    output = preview_output(settings)
 
     def render(template: str, **values: object) -> HTMLResponse:
         html = env.get_template(template).render(
@@ -85,12 +88,12 @@ def create_app(settings: Settings, report: BuildReport | None = None, watch: boo
         slug = request.path_params["slug"]
         essay = next((e for e in state.report.essays if e.slug == slug), None)
         errors = state.errors_for(slug)
-        text_file = settings.output_path / slug / "email.txt"
+        text_file = output / slug / "email.txt"
         if essay is None and not errors:
             return HTMLResponse(f"No issue '{escape(slug)}'.", status_code=404)  # the slug is the visitor's text
         text = text_file.read_text(encoding="utf-8") if text_file.is_file() else ""
         return render("preview_issue.html.j2", essay=essay, slug=slug, issue_errors=errors, text=text,
-                      built=(settings.output_path / slug / "email.html").is_file())
+                      built=(output / slug / "email.html").is_file())
 
     async def events(request: Request) -> Response:
         """Server-sent events: the build generation, sent again whenever it changes."""
@@ -123,13 +126,12 @@ def create_app(settings: Settings, report: BuildReport | None = None, watch: boo
             state.closing = True
             stop.set()
 
-    settings.output_path.mkdir(parents=True, exist_ok=True)
     app = Starlette(
         routes=[
             Route("/", index),
             Route("/issues/{slug}/", issue),
             Route("/events", events),
-            Mount("/build", StaticFiles(directory=settings.output_path)),
+            Mount("/build", PublishedFiles(output)),
         ],
         lifespan=lifespan,
         # The preview listens on loopback only; a page elsewhere could still reach it through a

@@ -16,7 +16,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from .. import webhooks
 from ..config import Settings
@@ -27,6 +26,7 @@ from ..store.schema import SUPPRESSED
 from ..tokens import BadToken, Signer, fallback_secrets
 from .hardening import BodyLimit, HardenedStarlette, security_headers
 from .subscribe import signup_routes
+from .published import PublishedFiles
 
 log = logging.getLogger("newsletter.web")
 _TOKEN = re.compile(r"(token=)[^&\s]+")
@@ -137,7 +137,7 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
             Route("/unsubscribe", unsubscribe_form, methods=["GET"]),
             Route("/unsubscribe", unsubscribe, methods=["POST"]),
             Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
-            Mount("/", StaticFiles(directory=settings.output_path, html=True)),
+            Mount("/", PublishedFiles(settings.output_path))  # only what the build published,
         ],
         middleware=[Middleware(BodyLimit, limit=settings.max_request_bytes,
                                too_large=lambda: notice(413, "Too much", "That request was larger than this site accepts."))],
