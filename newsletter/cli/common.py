@@ -48,7 +48,14 @@ def cli() -> None:
 
 
 def settings() -> Settings:
-    return load_settings()
+    """The newsletter's settings, found from the working folder; NotANewsletter outside one.
+
+    Every command that needs a newsletter starts here, before it touches any file.
+    """
+    config = load_settings()
+    for warning in config.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    return config
 
 
 def open_store(settings: Settings) -> Store:
