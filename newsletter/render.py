@@ -128,6 +128,7 @@ class Renderer:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.env = template_environment(settings.templates_path)
+        self.env.globals["postal_address"] = settings.postal_address  # every footer shows it
         self.md = markdown()
 
     def context(self, essay: Essay) -> dict[str, object]:

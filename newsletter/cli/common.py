@@ -108,6 +108,7 @@ def run_build(settings: Settings) -> BuildReport:
     """Build with a progress bar, print the errors and a one-line summary."""
     from ..build import build
 
+    warn_before_build(settings)
     with progress_bar("Building issues") as update:
         report = build(settings, progress=update)
     for error in report.errors:
@@ -119,6 +120,12 @@ def run_build(settings: Settings) -> BuildReport:
         + f". Open {show(settings.output_path / 'index.html')}"
     )
     return report
+
+
+def warn_before_build(settings: Settings) -> None:
+    if not settings.postal_address.strip():
+        click.secho("warning: 'postal_address' is empty; anti-spam laws (CAN-SPAM) ask for a postal address "
+                    f"in every email's footer: set it in {show(settings.root / 'newsletter.toml')}", fg="yellow", err=True)
 
 
 def print_run(report: RunReport) -> None:
