@@ -63,7 +63,7 @@ def _digest(data: bytes) -> str:
 
 
 def _build_key(essay: Essay, templates: str, settings: Settings) -> str:
-    parts = [essay.digest, templates, settings.site_name, settings.base_url, settings.language]
+    parts = [essay.digest, templates, settings.site_name, settings.base_url, settings.language, settings.postal_address]
     return _digest("\0".join(parts).encode())
 
 

@@ -8,10 +8,14 @@ Secrets are read from the environment only and never from a file in the repo.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import NewsletterError
 
@@ -27,8 +31,16 @@ SECRET_ENV = {
 }
 
 
+BATCH_SIZE_MAX = 1000  # what providers accept in one call (SendGrid: 1,000 personalizations)
+NOT_A_NEWSLETTER = "no newsletter.toml here or in a parent folder; run `newsletter init`"
+
+
 class ConfigError(NewsletterError):
     """A setting is missing, unknown or of the wrong type; the message names it."""
+
+
+class NotANewsletter(ConfigError):
+    """The working folder is not inside a newsletter: nothing may be read or created here."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +70,13 @@ class Settings:
     signup_origins: str = ""  # other sites (origins, comma-separated) whose forms may post here
     welcome_newest_issue: bool = False  # after the welcome email, send the newest issue too
     max_request_bytes: int = 1_048_576  # the public app refuses a larger request body (413)
+    postal_address: str = ""  # shown in every footer; anti-spam laws (CAN-SPAM) ask for it
     secret: str = field(default="", repr=False)
     secret_fallbacks: str = field(default="", repr=False)
     sendgrid_api_key: str = field(default="", repr=False)
     sendgrid_webhook_public_key: str = field(default="", repr=False)
+    # What is allowed but probably not meant (an http:// public base_url…), for the CLI to show.
+    warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     # Paths, resolved against the project root.
     @property
@@ -104,22 +119,25 @@ class Settings:
         return parseaddr(self.sender)[0]
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "root"}
+_NOT_SETTINGS = {"root", "warnings"}
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in _NOT_SETTINGS}
+_TYPES = {name: hint for name, hint in typing.get_type_hints(Settings).items() if name in _FIELDS}
 _TOML_KEYS = {name for name in _FIELDS if name not in SECRET_ENV}
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above `start` holding newsletter.toml, else `start`."""
+    """The nearest folder at or above `start` (the working folder) holding newsletter.toml,
+    else NotANewsletter: a command run in the wrong folder must create nothing there."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / CONFIG_FILE).is_file():
             return folder
-    return here
+    raise NotANewsletter(NOT_A_NEWSLETTER)
 
 
 def _coerce(key: str, value: object, where: str) -> object:
-    expected = _FIELDS[key].type
-    if expected == "int":
+    expected = _TYPES[key]
+    if expected is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ConfigError(f"{where}: '{key}' must be a whole number, not {value!r}")
         try:
@@ -129,13 +147,13 @@ def _coerce(key: str, value: object, where: str) -> object:
         if number <= 0:
             raise ConfigError(f"{where}: '{key}' must be greater than 0, not {number}")
         return number
-    if expected == "bool":
+    if expected is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.strip().lower() in ("true", "yes", "1")
         raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
-    if expected == "float":
+    if expected is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")
         try:
@@ -147,40 +165,110 @@ def _coerce(key: str, value: object, where: str) -> object:
     return value
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(value: str, where: str) -> str | None:
+    """None, or a warning; ConfigError when every link built from it would be broken."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{where}: 'base_url' must be an absolute http(s) URL such as https://news.example.org, not {value!r}; "
+            "every link in every email, unsubscribe included, starts with it"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}: 'base_url' must not have a ?query or #fragment, not {value!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        return (f"{where}: 'base_url' is http:// on {parts.hostname}; mail apps only offer one-click "
+                "unsubscribe over HTTPS, so use https:// once the site is public")
+    return None
+
+
+# Cheap on purpose (every command reads the settings): the address's shape, as senders need it.
+_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\".]+")
+
+
+def _check_sender(value: str, where: str) -> None:
+    from email.utils import parseaddr
+
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ConfigError(f"{where}: 'sender' must be one line")
+    name, address = parseaddr(value)
+    if not _ADDRESS.fullmatch(address) or (value.strip() != address and "<" not in value):
+        raise ConfigError(
+            f"{where}: 'sender' must be an address such as \"Site Name <editor@example.org>\" or editor@example.org, "
+            f"not {value!r}"
+        )
+
+
+def _key_line(text: str, key: str) -> int | None:
+    """The line of newsletter.toml that sets `key`, to point the editor at it."""
+    pattern = re.compile(rf"^[ \t]*(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')[ \t]*=", re.MULTILINE)
+    found = pattern.search(text)
+    return text.count("\n", 0, found.start()) + 1 if found else None
+
+
 def load_settings(root: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Read newsletter.toml under `root` (found from the working folder if not given),
     then apply NEWSLETTER_* overrides and the secrets from the environment."""
     env = os.environ if environ is None else environ
-    root = find_root(root) if root is None else root.resolve()
+    root = find_root() if root is None else root.resolve()
     values: dict[str, object] = {}
 
     path = root / CONFIG_FILE
+    sources: dict[str, str] = {}
     if path.is_file():
+        text = path.read_text(encoding="utf-8")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         for key, value in data.items():
+            line = _key_line(text, key)
+            sources[key] = f"{path}:{line}" if line else str(path)
             if key in SECRET_ENV:
                 raise ConfigError(
-                    f"{path}: '{key}' is a secret and must not be kept in a file; "
+                    f"{sources[key]}: '{key}' is a secret and must not be kept in a file; "
                     f"set the environment variable {SECRET_ENV[key]} instead"
                 )
             if key not in _TOML_KEYS:
                 raise ConfigError(
-                    f"{path}: unknown key '{key}'; known keys are {', '.join(sorted(_TOML_KEYS))}"
+                    f"{sources[key]}: unknown key '{key}'; known keys are {', '.join(sorted(_TOML_KEYS))}"
                 )
-            values[key] = _coerce(key, value, str(path))
+            values[key] = _coerce(key, value, sources[key])
 
     for key in _TOML_KEYS:
         name = f"NEWSLETTER_{key.upper()}"
         if env.get(name):
-            values[key] = _coerce(key, env[name], f"environment variable {name}")
+            sources[key] = f"environment variable {name}"
+            values[key] = _coerce(key, env[name], sources[key])
     for key, name in SECRET_ENV.items():
         if env.get(name):
             values[key] = env[name]
 
+    def where(key: str) -> str:
+        return sources.get(key, "the default")
+
+    warnings: list[str] = []
     provider = values.get("provider", "outbox")
     if provider not in PROVIDERS:
-        raise ConfigError(f"provider: '{provider}' is not one of {', '.join(PROVIDERS)}")
-    return Settings(root=root, **values)  # type: ignore[arg-type]
+        raise ConfigError(f"{where('provider')}: 'provider': '{provider}' is not one of {', '.join(PROVIDERS)}")
+    batch_size = values.get("batch_size", 500)
+    assert isinstance(batch_size, int)
+    if batch_size > BATCH_SIZE_MAX:
+        raise ConfigError(f"{where('batch_size')}: 'batch_size' must be between 1 and {BATCH_SIZE_MAX:,}, not {batch_size}")
+    base_url = values.get("base_url", Settings.base_url)
+    assert isinstance(base_url, str)
+    warning = _check_base_url(base_url, where("base_url"))
+    if warning:
+        warnings.append(warning)
+    sender = values.get("sender", Settings.sender)
+    assert isinstance(sender, str)
+    _check_sender(sender, where("sender"))
+    return Settings(root=root, warnings=tuple(warnings), **values)  # type: ignore[arg-type]

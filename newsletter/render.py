@@ -148,6 +148,7 @@ class Renderer:
         self.settings = settings
         self.output = output  # where images are published; None renders without writing them
         self.env = template_environment(settings.templates_path)
+        self.env.globals["postal_address"] = settings.postal_address  # every footer shows it
         self.md = markdown()
 
     def body(self, essay: Essay) -> Body:

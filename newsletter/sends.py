@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, func, insert, select, update
 
@@ -46,21 +45,13 @@ class SendSummary:
 
 
 def parse_when(when: str, zone: str) -> dt.datetime:
-    """'now', ISO 8601 with an offset, or a local time in `zone` → naive UTC."""
-    if when.strip().lower() == "now":
-        return utcnow()
+    """'now', ISO 8601 with an offset, or a local time in `zone` → naive UTC (see send_time.py)."""
+    from .send_time import SendTimeError, parse_send_time
+
     try:
-        moment = dt.datetime.fromisoformat(when.strip())
-    except ValueError:
-        raise SendError(
-            f"'{when}' is not a time; write 'now', 2017-03-06T09:00+00:00, or 2017-03-06 09:00 with --tz Europe/London"
-        ) from None
-    if moment.tzinfo is None:
-        try:
-            moment = moment.replace(tzinfo=ZoneInfo(zone))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise SendError(f"'{zone}' is not a time zone; use a name such as Europe/London or UTC") from None
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)
+        return parse_send_time(when, zone, utcnow()).utc
+    except SendTimeError as exc:
+        raise SendError(str(exc)) from None
 
 
 def active_count(conn: Connection) -> int:

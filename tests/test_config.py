@@ -60,3 +60,82 @@ def test_cli_reports_a_bad_setting_without_a_traceback(project: Path) -> None:
     assert result.exit_code == 1
     assert "'batch_size' must be a whole number" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("value", ["news.example.org", "ftp://news.example.org", "https://", "/archive", "https://news.example.org/?a=1"])
+def test_base_url_that_is_not_an_absolute_http_url_is_refused_with_its_line(project: Path, value: str) -> None:
+    (project / "newsletter.toml").write_text(f'site_name = "S"\n\nbase_url = "{value}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"newsletter.toml:3: 'base_url' must"):
+        load_settings(project, environ={})
+
+
+def test_base_url_from_the_environment_names_the_variable(project: Path) -> None:
+    with pytest.raises(ConfigError, match="environment variable NEWSLETTER_BASE_URL: 'base_url' must be an absolute http"):
+        load_settings(project, environ={"NEWSLETTER_BASE_URL": "news.example.org"})
+
+
+@pytest.mark.parametrize(("url", "warned"), [
+    ("http://news.example.org", True), ("http://203.0.113.5:8000", True), ("https://news.example.org", False),
+    ("http://127.0.0.1:8000", False), ("http://localhost:8000", False), ("http://[::1]:8000/news", False),
+])
+def test_plain_http_on_a_public_host_is_a_warning(project: Path, url: str, warned: bool) -> None:
+    settings = load_settings(project, environ={"NEWSLETTER_BASE_URL": url})
+    assert bool(settings.warnings) is warned
+    if warned:
+        assert "NEWSLETTER_BASE_URL" in settings.warnings[0] and "HTTPS" in settings.warnings[0]
+
+
+def test_cli_shows_the_http_warning_and_still_runs(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_BASE_URL", "http://news.example.org")
+    result = CliRunner().invoke(cli, ["build"])
+    assert result.exit_code == 0, result.output
+    assert "warning: environment variable NEWSLETTER_BASE_URL: 'base_url' is http://" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["not an address", "editor@", "Editor <editor>", "a@b.c, d@e.f", "Ed\\n <e@example.org>"])
+def test_sender_that_is_not_an_address_is_refused_with_its_line(project: Path, value: str) -> None:
+    (project / "newsletter.toml").write_text(f'# comment\nsender = "{value}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"newsletter.toml:2: 'sender'"):
+        load_settings(project, environ={})
+
+
+@pytest.mark.parametrize("value", ["editor@example.org", "Say What <editor@example.org>", '"Ed, Jr." <ed@bücher.de>'])
+def test_ordinary_senders_are_accepted(project: Path, value: str) -> None:
+    assert load_settings(project, environ={"NEWSLETTER_SENDER": value}).sender == value
+
+
+@pytest.mark.parametrize(("value", "ok"), [(1, True), (1000, True), (1001, False), (5000, False), (0, False), (-3, False)])
+def test_batch_size_must_be_between_1_and_1000(project: Path, value: int, ok: bool) -> None:
+    (project / "newsletter.toml").write_text(f"batch_size = {value}\n", encoding="utf-8")
+    if ok:
+        assert load_settings(project, environ={}).batch_size == value
+        return
+    with pytest.raises(ConfigError, match=r"newsletter.toml:1: 'batch_size' must be"):
+        load_settings(project, environ={})
+    (project / "newsletter.toml").write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_BATCH_SIZE: 'batch_size' must be"):
+        load_settings(project, environ={"NEWSLETTER_BATCH_SIZE": str(value)})
+
+
+def test_unknown_key_names_its_line(project: Path) -> None:
+    (project / "newsletter.toml").write_text('site_name = "S"\n"site_nmae" = "Oops"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"newsletter.toml:2: unknown key 'site_nmae'"):
+        load_settings(project, environ={})
+
+
+def test_numbers_are_checked_by_their_real_type(project: Path) -> None:
+    (project / "newsletter.toml").write_text("grace_hours = 1.5\nbatch_size = 2.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"newsletter.toml:2: 'batch_size' must be a whole number"):
+        load_settings(project, environ={})
+    (project / "newsletter.toml").write_text('grace_hours = "soon"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"newsletter.toml:1: 'grace_hours' must be a number"):
+        load_settings(project, environ={})
+
+
+def test_an_empty_postal_address_is_a_build_warning(project: Path) -> None:
+    result = CliRunner().invoke(cli, ["build"])
+    assert result.exit_code == 0 and "postal_address" not in result.stderr
+    (project / "newsletter.toml").write_text('sender = "ed@example.org"\n', encoding="utf-8")
+    result = CliRunner().invoke(cli, ["build"])
+    assert result.exit_code == 0
+    assert "warning: 'postal_address' is empty" in result.stderr

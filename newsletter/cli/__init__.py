@@ -4,7 +4,7 @@ Each command reads the settings, calls library functions and reports what
 happened. Heavy modules are imported inside commands so `--help` stays quick.
 """
 
-from . import issues, sending, subscribers, web  # noqa: F401 - each registers its commands
+from . import init, issues, sending, subscribers, web  # noqa: F401 - each registers its commands
 from .common import cli
 
 

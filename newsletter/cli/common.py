@@ -48,7 +48,14 @@ def cli() -> None:
 
 
 def settings() -> Settings:
-    return load_settings()
+    """The newsletter's settings, found from the working folder; NotANewsletter outside one.
+
+    Every command that needs a newsletter starts here, before it touches any file.
+    """
+    config = load_settings()
+    for warning in config.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    return config
 
 
 def open_store(settings: Settings) -> Store:
@@ -102,6 +109,7 @@ def run_build(settings: Settings, *, drafts: bool = False) -> BuildReport:
     print the errors, the warnings and a one-line summary."""
     from ..build import build, preview_output
 
+    warn_before_build(settings)
     with progress_bar("Building issues") as update:
         report = build(settings, progress=update, drafts=drafts)
     for error in report.errors:
@@ -116,6 +124,12 @@ def run_build(settings: Settings, *, drafts: bool = False) -> BuildReport:
         + f". Open {show((preview_output(settings) if drafts else settings.output_path) / 'index.html')}"
     )
     return report
+
+
+def warn_before_build(settings: Settings) -> None:
+    if not settings.postal_address.strip():
+        click.secho("warning: 'postal_address' is empty; anti-spam laws (CAN-SPAM) ask for a postal address "
+                    f"in every email's footer: set it in {show(settings.root / 'newsletter.toml')}", fg="yellow", err=True)
 
 
 def print_run(report: RunReport) -> None:

@@ -11,7 +11,7 @@ from .common import cli, open_store, print_run, progress_bar, settings, show
 @click.argument("issue")
 @click.option("--at", "when", required=True, help="'now', ISO 8601 with an offset (2017-03-06T09:00+00:00), or a local time with --tz.")
 @click.option("--tz", "zone", default=None, help="Time zone of a --at time without an offset (default: the 'timezone' setting).")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help="Do not ask: queue it (a time in the past: to go out now). For scripts and cron.")
 @click.option("--again", is_flag=True, help="Queue it even though this issue was already queued or sent.")
 def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool) -> None:
     """Queue ISSUE to be sent to every active subscriber.
@@ -19,25 +19,69 @@ def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool) -> No
     ISSUE is the essay's slug (its file name without .md); the slug without
     its date prefix works too. The issue is built first and refused if it
     does not build. Its email is frozen now: later edits need a new send.
+
+    It shows the issue, the number of recipients and the time (as typed, in
+    its zone and in UTC), then asks; --yes answers for scripts. A local time
+    that the zone skips or repeats (daylight saving) is refused: give an
+    offset. A time in the past asks again, and is queued to go out now.
+
+    \b
+    Examples:
+      newsletter queue say-what-you-mean --at now
+      newsletter queue say-what-you-mean --at "2027-03-06 09:00" --tz Europe/London
+      newsletter queue say-what-you-mean --at 2027-03-06T09:00-05:00 --yes
     """
     from ..build import ready_issue
-    from ..sends import active_count, parse_when
+    from ..send_time import parse_send_time
+    from ..sends import active_count
     from ..sends import queue as queue_send
+    from ..store.schema import utcnow
 
     config = settings()
     essay, built = ready_issue(config, issue)
-    at = parse_when(when, zone or config.timezone)
+    now = utcnow()
+    send_time = parse_send_time(when, zone or config.timezone, now)
+    at = send_time.utc
     store = open_store(config)
     with store.engine.connect() as conn:
         count = active_count(conn)
     click.echo(f"Issue:      {essay.title} ({essay.slug})")
     click.echo(f"Recipients: {count} active subscriber(s)")
-    click.echo(f"Send at:    {at:%Y-%m-%d %H:%M} UTC")
-    if not yes:
-        click.confirm("Queue this send?", abort=True)
+    click.echo(f"Send at:    {send_time.describe()}")
+    if send_time.is_past(now):
+        click.secho(f"That time is {_ago(now - at)} ago.", fg="yellow")
+        _ask("Queue it to go out now instead?", yes)
+        at = now
+    elif not yes:
+        _ask("Queue this send?", yes)
     with store.begin() as conn:
         send_id = queue_send(conn, essay.slug, built.subject, built.html, built.text, at, again=again)
     click.echo(f"Queued as send #{send_id}. `newsletter scheduler --once` sends it when it is due.")
+
+
+def _ago(delta: object) -> str:
+    import datetime as dt
+
+    assert isinstance(delta, dt.timedelta)
+    hours = delta.total_seconds() / 3600
+    return f"{hours * 60:.0f} minutes" if hours < 1 else f"{hours:.1f} hours" if hours < 48 else f"{hours / 24:.0f} days"
+
+
+def _ask(question: str, yes: bool) -> None:
+    """Go on if the editor says yes (or passed --yes); otherwise stop with exit code 1."""
+    import sys
+
+    if yes:
+        return
+    try:
+        if click.confirm(question, default=False):
+            return
+    except click.Abort:
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                "queue asks before it queues, and there is no terminal to answer; pass --yes to queue without asking"
+            ) from None
+    raise click.ClickException("not queued")
 
 
 @cli.command("sends")
