@@ -39,7 +39,7 @@ from .render import inline_css, template_environment
 from .store import Store
 from .store import signups as requests
 from .store import subscribers as ops
-from .store.fields import InvalidEmail, InvalidField, fit
+from .store.fields import InvalidEmail, InvalidField, clean_name, fit
 from .store.schema import ACTIVE, SUPPRESSED, sends, utcnow
 from .store.signups import SignupKind
 from .tokens import CONFIRM_SALT, FORM_SALT, BadToken, Signer, fallback_secrets, unsubscribe_url
@@ -169,7 +169,7 @@ class Signups:
         age = self._form_age(post.started, clock) if screened else float("inf")
         try:
             email, _ = ops.email_key(post.email)
-            ops.clean_name(post.name)
+            clean_name(post.name)
         except InvalidEmail:
             raise FormProblem("That is not an email address we can send to; please check it.") from None
         except InvalidField:

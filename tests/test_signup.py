@@ -350,3 +350,16 @@ def test_build_writes_the_form_snippet_and_every_page_carries_the_form(newslette
     for page in [out / "index.html", *out.glob("*/index.html")]:
         assert f'action="{base}/subscribe"' in page.read_text(), page
     assert 'name="website"' not in next(out.glob("*/email.html")).read_text()  # emails carry no form
+
+
+def test_signup_settings_come_from_newsletter_toml_and_the_environment(project) -> None:  # noqa: ANN001
+    from newsletter.config import ConfigError, load_settings
+
+    (project / "newsletter.toml").write_text('confirm_hours = 12\nwelcome_newest_issue = true\n'
+                                             'signup_origins = "https://friend.example"\n')
+    settings = load_settings(project, environ={"NEWSLETTER_SIGNUP_PER_IP_PER_HOUR": "7",
+                                               "NEWSLETTER_WELCOME_NEWEST_ISSUE": "no"})
+    assert (settings.confirm_hours, settings.welcome_newest_issue, settings.signup_per_ip_per_hour,
+            settings.signup_origins, settings.signup_min_seconds) == (12.0, False, 7, "https://friend.example", 3.0)
+    with pytest.raises(ConfigError, match="NEWSLETTER_WELCOME_NEWEST_ISSUE.*true or false"):
+        load_settings(project, environ={"NEWSLETTER_WELCOME_NEWEST_ISSUE": "maybe"})
