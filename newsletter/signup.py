@@ -170,8 +170,8 @@ class Signups:
         try:
             email, _ = ops.email_key(post.email)
             clean_name(post.name)
-        except InvalidEmail:
-            raise FormProblem("That is not an email address we can send to; please check it.") from None
+        except InvalidEmail as exc:  # about the text typed, never about who is subscribed
+            raise FormProblem(f"That is not an email address we can send to ({exc}); please check it.") from None
         except InvalidField:
             raise FormProblem("Please shorten the name, or leave it out.") from None
         if age < self.settings.signup_min_seconds:

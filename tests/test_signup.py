@@ -363,3 +363,40 @@ def test_signup_settings_come_from_newsletter_toml_and_the_environment(project) 
             settings.signup_origins, settings.signup_min_seconds) == (12.0, False, 7, "https://friend.example", 3.0)
     with pytest.raises(ConfigError, match="NEWSLETTER_WELCOME_NEWEST_ISSUE.*true or false"):
         load_settings(project, environ={"NEWSLETTER_WELCOME_NEWEST_ISSUE": "maybe"})
+
+
+def test_a_script_elsewhere_gets_a_start_time_and_subscribes_in_json(newsletter_with_list: Settings, store: Store) -> None:
+    settings = newsletter_with_list
+    client = app_client(settings, store, signup_origins="https://friend.example", signup_min_seconds=0)
+    origin = {"Origin": "https://friend.example"}
+    started = client.get("/subscribe", headers={"Accept": "application/json", **origin})
+    assert started.headers["access-control-allow-origin"] == "https://friend.example"
+    response = client.post("/subscribe", json={"email": NEW, "name": "Grace", "started": started.json()["started"]},
+                           headers=origin)
+    assert response.json()["ok"] is True and status_of(store, NEW) == "pending"
+    bad = client.post("/subscribe", json={"email": "nobody", "started": started.json()["started"]}, headers=origin)
+    assert bad.status_code == 400 and bad.json()["ok"] is False
+    assert client.post("/subscribe", json=["not", "an", "object"], headers=origin).status_code == 400
+
+
+@pytest.mark.parametrize("address", ["ada@bücher.example", "ada@xn--bcher-kva.example", "Zoe.O'Brien+news@Example.COM"])
+def test_non_ascii_and_international_addresses_sign_up_and_confirm(client: TestClient, store: Store,
+                                                                   newsletter_with_list: Settings, address: str) -> None:
+    settings = newsletter_with_list
+    assert post_form(client, settings, address).status_code == 200
+    message = sent_one_by_one(settings)[-1]
+    assert client.post(local(confirm_link(message))).status_code == 200
+    assert status_of(store, address) == "active"
+    # The same person again, written differently, is not a second subscriber.
+    before = subscriber_rows(store)
+    post_form(client, settings, address.upper() if address.isascii() else address)
+    assert subscriber_rows(store) == before
+
+
+def test_an_address_only_smtputf8_could_carry_is_refused_with_a_reason(client: TestClient, store: Store,
+                                                                       newsletter_with_list: Settings) -> None:
+    before = subscriber_rows(store)
+    response = post_form(client, newsletter_with_list, "jürgen@bücher.example")
+    assert response.status_code == 400 and "before the @-sign" in response.text
+    assert 'value="jürgen@bücher.example"' in response.text  # kept in the form to correct
+    assert subscriber_rows(store) == before and signup_rows(store) == 0
