@@ -400,3 +400,21 @@ def test_an_address_only_smtputf8_could_carry_is_refused_with_a_reason(client: T
     assert response.status_code == 400 and "before the @-sign" in response.text
     assert 'value="jürgen@bücher.example"' in response.text  # kept in the form to correct
     assert subscriber_rows(store) == before and signup_rows(store) == 0
+
+
+def test_the_welcome_comes_from_the_newsletters_own_templates_when_it_has_them(newsletter_with_list: Settings,
+                                                                                store: Store) -> None:
+    from .conftest import override_template
+
+    settings = newsletter_with_list
+    for name in ("welcome_email.txt.j2", "welcome_email.html.j2"):
+        path = override_template(settings, name)
+        path.write_text(path.read_text().replace("Thank you for subscribing", "Glad you are here, reader of"))
+    client = app_client(settings, store)
+    post_form(client, settings, NEW, name="Grace")
+    client.post(local(confirm_link(sent_one_by_one(settings)[-1])))
+    welcome = sent_one_by_one(settings)[-1]
+    assert "Glad you are here, reader of" in welcome.get_body(("plain",)).get_content()
+    html = welcome.get_body(("html",)).get_content()
+    assert "Glad you are here, reader of" in html and "Welcome, Grace" in html
+    assert 'style="' in html  # styles inlined, as in an issue
