@@ -180,6 +180,7 @@ class Signups:
         at = dt.datetime.fromtimestamp(clock, dt.UTC).replace(tzinfo=None)
         form = fit(post.form or "subscribe page")
         with self.store.begin() as conn:
+            requests.serialise(conn, network, ops.email_key(email)[1])
             if screened and requests.count_from(conn, network, at - dt.timedelta(hours=1)) >= self.settings.signup_per_ip_per_hour:
                 return self._refused(Outcome.NETWORK_LIMIT, post, network)
             subscriber = ops.find(conn, email)

@@ -418,3 +418,18 @@ def test_the_welcome_comes_from_the_newsletters_own_templates_when_it_has_them(n
     html = welcome.get_body(("html",)).get_content()
     assert "Glad you are here, reader of" in html and "Welcome, Grace" in html
     assert 'style="' in html  # styles inlined, as in an issue
+
+
+def test_the_limits_hold_against_a_flood_of_simultaneous_posts(newsletter_with_list: Settings, store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = dataclasses.replace(newsletter_with_list, signup_per_address_per_day=2, signup_per_ip_per_hour=5)
+    service = Signups(settings, store, settings.secret)
+    started = service.form_token(time.time() - 10)
+    posts = [Post(email=NEW, started=started, ip="203.0.113.9") for _ in range(12)]
+    posts += [Post(email=f"reader{n}@example.net", started=started, ip="198.51.100.9") for n in range(12)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        outcomes = list(pool.map(service.request, posts))
+    assert outcomes[:12].count(Outcome.CONFIRMATION_SENT) == 2
+    assert outcomes[12:].count(Outcome.CONFIRMATION_SENT) == 5
+    assert len(sent_one_by_one(settings)) == 7
