@@ -433,3 +433,29 @@ def test_the_limits_hold_against_a_flood_of_simultaneous_posts(newsletter_with_l
     assert outcomes[:12].count(Outcome.CONFIRMATION_SENT) == 2
     assert outcomes[12:].count(Outcome.CONFIRMATION_SENT) == 5
     assert len(sent_one_by_one(settings)) == 7
+
+
+def test_the_confirmation_goes_at_once_through_the_configured_provider(newsletter_with_list: Settings, store: Store,
+                                                                      smtp_server) -> None:  # noqa: ANN001
+    settings = dataclasses.replace(newsletter_with_list, provider="smtp", smtp_url=smtp_server.url)
+    client = app_client(settings, store)
+    post_form(client, settings, NEW)
+    [(recipients, message)] = smtp_server.recorder.messages
+    assert recipients == [NEW] and message["Subject"].startswith("Confirm")
+    assert sent_one_by_one(settings) == []  # not through the outbox, nor queued for the scheduler
+
+
+def test_a_provider_that_is_down_gets_the_same_answer_and_leaves_no_live_link(
+        newsletter_with_list: Settings, store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.providers.smtp import SmtpProvider
+
+    from .smtp_server import free_port
+
+    settings = newsletter_with_list
+    genuine = answer(post_form(app_client(settings, store), settings, "someone@example.net"))
+    down = dataclasses.replace(settings, provider="smtp", smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(SmtpProvider, "backoff_base", 0.01)
+    caplog.set_level(logging.INFO)
+    assert answer(post_form(app_client(down, store), down, NEW)) == genuine
+    assert signup_rows(store) == 1  # the failed request counts against no limit
+    assert "not sent" in caplog.text and NEW not in caplog.text
