@@ -39,7 +39,7 @@ from .render import inline_css, template_environment
 from .store import Store
 from .store import signups as requests
 from .store import subscribers as ops
-from .store.fields import InvalidEmail, InvalidField, fit
+from .store.fields import InvalidEmail, InvalidField, clean_name, fit
 from .store.schema import ACTIVE, SUPPRESSED, sends, utcnow
 from .store.signups import SignupKind
 from .tokens import CONFIRM_SALT, FORM_SALT, BadToken, Signer, fallback_secrets, unsubscribe_url
@@ -169,9 +169,9 @@ class Signups:
         age = self._form_age(post.started, clock) if screened else float("inf")
         try:
             email, _ = ops.email_key(post.email)
-            ops.clean_name(post.name)
-        except InvalidEmail:
-            raise FormProblem("That is not an email address we can send to; please check it.") from None
+            clean_name(post.name)
+        except InvalidEmail as exc:  # about the text typed, never about who is subscribed
+            raise FormProblem(f"That is not an email address we can send to ({exc}); please check it.") from None
         except InvalidField:
             raise FormProblem("Please shorten the name, or leave it out.") from None
         if age < self.settings.signup_min_seconds:
@@ -180,6 +180,7 @@ class Signups:
         at = dt.datetime.fromtimestamp(clock, dt.UTC).replace(tzinfo=None)
         form = fit(post.form or "subscribe page")
         with self.store.begin() as conn:
+            requests.serialise(conn, network, ops.email_key(email)[1])
             if screened and requests.count_from(conn, network, at - dt.timedelta(hours=1)) >= self.settings.signup_per_ip_per_hour:
                 return self._refused(Outcome.NETWORK_LIMIT, post, network)
             subscriber = ops.find(conn, email)

@@ -15,7 +15,7 @@ from sqlalchemy import insert, select
 from .store import Store
 from .store import subscribers as ops
 from .store.fields import column_length, fit
-from .store.schema import ACTIVE, BOUNCED, COMPLAINED, UNSUBSCRIBED, utcnow, webhook_events
+from .store.schema import BOUNCED, COMPLAINED, UNSUBSCRIBED, utcnow, webhook_events
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -156,7 +156,7 @@ def apply(store: Store, events: list[dict[str, Any]]) -> Applied:
             except ops.InvalidEmail:
                 result.invalid += 1
                 continue
-            if before is None or before == ACTIVE:
+            if before is None or not ops.is_suppressed(before):  # active, or pending confirmation
                 result.changed += 1
         if fresh:
             conn.execute(insert(webhook_events), fresh)

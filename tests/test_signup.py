@@ -350,3 +350,112 @@ def test_build_writes_the_form_snippet_and_every_page_carries_the_form(newslette
     for page in [out / "index.html", *out.glob("*/index.html")]:
         assert f'action="{base}/subscribe"' in page.read_text(), page
     assert 'name="website"' not in next(out.glob("*/email.html")).read_text()  # emails carry no form
+
+
+def test_signup_settings_come_from_newsletter_toml_and_the_environment(project) -> None:  # noqa: ANN001
+    from newsletter.config import ConfigError, load_settings
+
+    (project / "newsletter.toml").write_text('confirm_hours = 12\nwelcome_newest_issue = true\n'
+                                             'signup_origins = "https://friend.example"\n')
+    settings = load_settings(project, environ={"NEWSLETTER_SIGNUP_PER_IP_PER_HOUR": "7",
+                                               "NEWSLETTER_WELCOME_NEWEST_ISSUE": "no"})
+    assert (settings.confirm_hours, settings.welcome_newest_issue, settings.signup_per_ip_per_hour,
+            settings.signup_origins, settings.signup_min_seconds) == (12.0, False, 7, "https://friend.example", 3.0)
+    with pytest.raises(ConfigError, match="NEWSLETTER_WELCOME_NEWEST_ISSUE.*true or false"):
+        load_settings(project, environ={"NEWSLETTER_WELCOME_NEWEST_ISSUE": "maybe"})
+
+
+def test_a_script_elsewhere_gets_a_start_time_and_subscribes_in_json(newsletter_with_list: Settings, store: Store) -> None:
+    settings = newsletter_with_list
+    client = app_client(settings, store, signup_origins="https://friend.example", signup_min_seconds=0)
+    origin = {"Origin": "https://friend.example"}
+    started = client.get("/subscribe", headers={"Accept": "application/json", **origin})
+    assert started.headers["access-control-allow-origin"] == "https://friend.example"
+    response = client.post("/subscribe", json={"email": NEW, "name": "Grace", "started": started.json()["started"]},
+                           headers=origin)
+    assert response.json()["ok"] is True and status_of(store, NEW) == "pending"
+    bad = client.post("/subscribe", json={"email": "nobody", "started": started.json()["started"]}, headers=origin)
+    assert bad.status_code == 400 and bad.json()["ok"] is False
+    assert client.post("/subscribe", json=["not", "an", "object"], headers=origin).status_code == 400
+
+
+@pytest.mark.parametrize("address", ["ada@bücher.example", "ada@xn--bcher-kva.example", "Zoe.O'Brien+news@Example.COM"])
+def test_non_ascii_and_international_addresses_sign_up_and_confirm(client: TestClient, store: Store,
+                                                                   newsletter_with_list: Settings, address: str) -> None:
+    settings = newsletter_with_list
+    assert post_form(client, settings, address).status_code == 200
+    message = sent_one_by_one(settings)[-1]
+    assert client.post(local(confirm_link(message))).status_code == 200
+    assert status_of(store, address) == "active"
+    # The same person again, written differently, is not a second subscriber.
+    before = subscriber_rows(store)
+    post_form(client, settings, address.upper() if address.isascii() else address)
+    assert subscriber_rows(store) == before
+
+
+def test_an_address_only_smtputf8_could_carry_is_refused_with_a_reason(client: TestClient, store: Store,
+                                                                       newsletter_with_list: Settings) -> None:
+    before = subscriber_rows(store)
+    response = post_form(client, newsletter_with_list, "jürgen@bücher.example")
+    assert response.status_code == 400 and "before the @-sign" in response.text
+    assert 'value="jürgen@bücher.example"' in response.text  # kept in the form to correct
+    assert subscriber_rows(store) == before and signup_rows(store) == 0
+
+
+def test_the_welcome_comes_from_the_newsletters_own_templates_when_it_has_them(newsletter_with_list: Settings,
+                                                                                store: Store) -> None:
+    from .conftest import override_template
+
+    settings = newsletter_with_list
+    for name in ("welcome_email.txt.j2", "welcome_email.html.j2"):
+        path = override_template(settings, name)
+        path.write_text(path.read_text().replace("Thank you for subscribing", "Glad you are here, reader of"))
+    client = app_client(settings, store)
+    post_form(client, settings, NEW, name="Grace")
+    client.post(local(confirm_link(sent_one_by_one(settings)[-1])))
+    welcome = sent_one_by_one(settings)[-1]
+    assert "Glad you are here, reader of" in welcome.get_body(("plain",)).get_content()
+    html = welcome.get_body(("html",)).get_content()
+    assert "Glad you are here, reader of" in html and "Welcome, Grace" in html
+    assert 'style="' in html  # styles inlined, as in an issue
+
+
+def test_the_limits_hold_against_a_flood_of_simultaneous_posts(newsletter_with_list: Settings, store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = dataclasses.replace(newsletter_with_list, signup_per_address_per_day=2, signup_per_ip_per_hour=5)
+    service = Signups(settings, store, settings.secret)
+    started = service.form_token(time.time() - 10)
+    posts = [Post(email=NEW, started=started, ip="203.0.113.9") for _ in range(12)]
+    posts += [Post(email=f"reader{n}@example.net", started=started, ip="198.51.100.9") for n in range(12)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        outcomes = list(pool.map(service.request, posts))
+    assert outcomes[:12].count(Outcome.CONFIRMATION_SENT) == 2
+    assert outcomes[12:].count(Outcome.CONFIRMATION_SENT) == 5
+    assert len(sent_one_by_one(settings)) == 7
+
+
+def test_the_confirmation_goes_at_once_through_the_configured_provider(newsletter_with_list: Settings, store: Store,
+                                                                      smtp_server) -> None:  # noqa: ANN001
+    settings = dataclasses.replace(newsletter_with_list, provider="smtp", smtp_url=smtp_server.url)
+    client = app_client(settings, store)
+    post_form(client, settings, NEW)
+    [(recipients, message)] = smtp_server.recorder.messages
+    assert recipients == [NEW] and message["Subject"].startswith("Confirm")
+    assert sent_one_by_one(settings) == []  # not through the outbox, nor queued for the scheduler
+
+
+def test_a_provider_that_is_down_gets_the_same_answer_and_leaves_no_live_link(
+        newsletter_with_list: Settings, store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.providers.smtp import SmtpProvider
+
+    from .smtp_server import free_port
+
+    settings = newsletter_with_list
+    genuine = answer(post_form(app_client(settings, store), settings, "someone@example.net"))
+    down = dataclasses.replace(settings, provider="smtp", smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(SmtpProvider, "backoff_base", 0.01)
+    caplog.set_level(logging.INFO)
+    assert answer(post_form(app_client(down, store), down, NEW)) == genuine
+    assert signup_rows(store) == 1  # the failed request counts against no limit
+    assert "not sent" in caplog.text and NEW not in caplog.text

@@ -40,9 +40,10 @@ def preview(port: int, no_open: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
 def serve(host: str, port: int) -> None:
-    """Run the public app: the web archive and feed from build/, unsubscribe
-    links (GET shows a button, POST unsubscribes; RFC 8058 one-click) and
-    SendGrid's signed Event Webhook at /webhooks/sendgrid.
+    """Run the public app: the web archive and feed from build/, the signup
+    form with double opt-in at /subscribe (and /confirm for its links),
+    unsubscribe links (GET shows a button, POST unsubscribes; RFC 8058
+    one-click) and SendGrid's signed Event Webhook at /webhooks/sendgrid.
 
     Put it behind your web server at the base_url setting. Webhook calls are
     refused unless SENDGRID_WEBHOOK_PUBLIC_KEY is set.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from .fields import fit
 from .schema import signups
@@ -34,6 +34,15 @@ class Signup:
 def _row(row: Any) -> Signup:
     return Signup(id=row.id, subscriber_id=row.subscriber_id, kind=row.kind, requested_at=row.requested_at, form=row.form,
                   requested_ip=row.requested_ip, confirmed_at=row.confirmed_at, confirmed_ip=row.confirmed_ip)
+
+
+def serialise(conn: Connection, *keys: str) -> None:
+    """Make concurrent signups for the same keys (a network, an address) take turns until
+    this transaction ends, so a limit counted here holds under a flood. SQLite needs
+    nothing: a writing transaction holds the database's write lock from its start."""
+    if conn.dialect.name == "postgresql":
+        for key in keys:  # always in the same order (network, then address): no deadlock
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"newsletter.signup:{key}"})
 
 
 def record(conn: Connection, subscriber_id: int, kind: SignupKind, form: str, ip: str, now: dt.datetime) -> Signup:

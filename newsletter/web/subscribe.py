@@ -61,6 +61,9 @@ def signup_routes(settings: Settings, store: Store, secret: str, page: Page, ren
         return HTMLResponse(html, status_code=status)
 
     async def show_form(request: Request) -> Response:
+        if "application/json" in request.headers.get("accept", ""):
+            # For a script on another site that posts JSON: the start time its form needs.
+            return cors(request, JSONResponse({"started": service.form_token()}, headers={"Cache-Control": "no-store"}))
         return form_page(200)
 
     async def script(request: Request) -> Response:
