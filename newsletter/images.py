@@ -44,7 +44,7 @@ def is_external(src: str) -> bool:
     return bool(parts.scheme or parts.netloc)
 
 
-def _line_of(essay: Essay, token: Token, needle: str) -> int | None:
+def line_of_text(essay: Essay, token: Token, needle: str) -> int | None:
     """The file line of `needle` inside the block `token` maps to."""
     if not token.map:
         return None
@@ -98,7 +98,7 @@ def place_images(essay: Essay, tokens: list[Token], base_url: str) -> tuple[list
             if child.type != "image":
                 continue
             src = str(child.attrs.get("src", ""))
-            line = _line_of(essay, block, src)
+            line = line_of_text(essay, block, src)
             if not child.content.strip():
                 warnings.append(EssayWarning(essay.path, line, f"image '{src}' has no alt text; write ![what it shows]({src}) for readers who cannot see it"))
             if is_external(src):

@@ -13,19 +13,23 @@ from .common import cli, open_store, print_run, progress_bar, settings, show
 @click.option("--tz", "zone", default=None, help="Time zone of a --at time without an offset (default: the 'timezone' setting).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--again", is_flag=True, help="Queue it even though this issue was already queued or sent.")
-def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool) -> None:
+@click.option("--force", is_flag=True, help="Queue it even though `newsletter check` finds errors in it.")
+def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool, force: bool) -> None:
     """Queue ISSUE to be sent to every active subscriber.
 
     ISSUE is the essay's slug (its file name without .md); the slug without
     its date prefix works too. The issue is built first and refused if it
-    does not build. Its email is frozen now: later edits need a new send.
+    does not build, or if `newsletter check` finds errors in it (unless
+    --force). Its email is frozen now: later edits need a new send.
     """
     from ..build import ready_issue
+    from ..check import refuse_unless_checked
     from ..sends import active_count, parse_when
     from ..sends import queue as queue_send
 
     config = settings()
     essay, built = ready_issue(config, issue)
+    refuse_unless_checked(config, essay, force=force, say=click.echo)
     at = parse_when(when, zone or config.timezone)
     store = open_store(config)
     with store.engine.connect() as conn:
