@@ -88,6 +88,8 @@ def test_the_sample_emails_read_in_dark_mode(browser, settings: Settings, width:
 def test_the_preview_of_the_hard_essay_fits_and_switches_light_and_dark(browser, hard_essay: Settings, width: int) -> None:  # noqa: ANN001
     with LiveServer(create_app(hard_essay, watch=False)) as server:
         page = browser.new_page(viewport={"width": width, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
             page.goto(f"{server.url}/issues/{HARD_SLUG}/")
             page.frame_locator("iframe.phone").locator("h1").wait_for()
@@ -103,7 +105,8 @@ def test_the_preview_of_the_hard_essay_fits_and_switches_light_and_dark(browser,
                     assert scroll <= client, f"the {frame.name or 'email'} frame scrolls sideways in {scheme}"
                     low = frame.evaluate(CONTRAST, "rgb(18,18,18)" if scheme == "dark" else "rgb(255,255,255)")
                     assert not low, f"{scheme}: {low}"
-                    assert is_light_text(frame) == (scheme == "dark"), scheme
+                    assert is_light_text(frame) == (scheme == "dark"), (scheme, errors)
             page.screenshot(path=str(ARTIFACTS / f"preview-hard-{width}.png"))
+            assert not errors, errors  # a script error in the preview breaks its controls
         finally:
             page.close()
