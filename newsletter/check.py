@@ -136,7 +136,7 @@ def check_issue(settings: Settings, essay: Essay, output: Path) -> list[Problem]
 
     doc = lxml_html.document_fromstring(html)
     if not any(a.get("href") == UNSUBSCRIBE_PLACEHOLDER for a in doc.iter("a")):
-        error(f"the HTML part has no unsubscribe link; keep <a href=\"{{{{ unsubscribe_url }}}}\"> in email.html.j2")
+        error("the HTML part has no unsubscribe link; keep <a href=\"{{ unsubscribe_url }}\"> in email.html.j2")
     if UNSUBSCRIBE_PLACEHOLDER not in text:
         error("the text part has no unsubscribe link; keep {{ unsubscribe_url }} in email.txt.j2")
 

@@ -93,36 +93,46 @@ def _texts(doc: HtmlElement) -> Iterator[tuple[HtmlElement, str]]:
             yield element, text
 
 
+class _Scheme:
+    """The styles of a document as one colour scheme sees them."""
+
+    def __init__(self, name: str, dark: dict[HtmlElement, dict[str, str]]):
+        self.name = name
+        self.dark = dark if name == "dark" else {}
+        self.styles: dict[HtmlElement, dict[str, str]] = {}
+        self.text, self.canvas = DEFAULTS[name]
+
+    def style(self, element: HtmlElement) -> dict[str, str]:
+        if element not in self.styles:
+            self.styles[element] = {**_inline(element), **self.dark.get(element, {})}
+        return self.styles[element]
+
+    def inherited(self, element: HtmlElement, name: str, default: Colour) -> Colour:
+        node: HtmlElement | None = element
+        while node is not None:
+            colour = parse_colour(self.style(node).get(name, ""))
+            if colour is not None:
+                return colour
+            node = node.getparent()
+        return default
+
+    def hidden(self, element: HtmlElement) -> bool:
+        return any(self.style(node).get("display", "").startswith("none") for node in (element, *element.iterancestors()))
+
+
 def low_contrast(doc: HtmlElement) -> list[tuple[str, str, float]]:
     """(scheme, 'text' colour on background, ratio) for each pairing of text below AA, once each."""
     dark = _dark_rules(doc)
     found: dict[tuple[str, Colour, Colour], tuple[str, str, float]] = {}
-    for scheme in ("light", "dark"):
-        styles: dict[HtmlElement, dict[str, str]] = {}
-
-        def style(element: HtmlElement, scheme: str = scheme) -> dict[str, str]:
-            if element not in styles:
-                styles[element] = {**_inline(element), **(dark.get(element, {}) if scheme == "dark" else {})}
-            return styles[element]
-
-        def inherited(element: HtmlElement, name: str, default: Colour) -> Colour:
-            node: HtmlElement | None = element
-            while node is not None:
-                colour = parse_colour(style(node).get(name, ""))
-                if colour is not None:
-                    return colour
-                node = node.getparent()
-            return default
-
+    for scheme in (_Scheme("light", dark), _Scheme("dark", dark)):
         for element, text in _texts(doc):
-            if any(style(node).get("display", "").startswith("none") for node in (element, *element.iterancestors())):
+            if scheme.hidden(element):
                 continue
-            text_default, canvas = DEFAULTS[scheme]
-            fg, bg = inherited(element, "color", text_default), inherited(element, "background-color", canvas)
+            fg, bg = scheme.inherited(element, "color", scheme.text), scheme.inherited(element, "background-color", scheme.canvas)
             value = ratio(fg, bg)
-            if value < AA and (scheme, fg, bg) not in found:
+            if value < AA and (scheme.name, fg, bg) not in found:
                 sample = text if len(text) <= 30 else text[:29] + "…"
-                found[(scheme, fg, bg)] = (scheme, f"'{sample}' is {_hex(fg)} on {_hex(bg)}", value)
+                found[(scheme.name, fg, bg)] = (scheme.name, f"'{sample}' is {_hex(fg)} on {_hex(bg)}", value)
     return list(found.values())
 
 

@@ -84,7 +84,8 @@ def _inspect(essay: Essay, src: str, line: int | None) -> PlacedImage:
         found = _read(path)
     except OSError:
         raise EssayError(
-            essay.path, line, f"image '{src}' not found (looked for {path}); put the file there or fix the path, which is relative to the essay"
+            essay.path, line,
+            f"image '{src}' not found (looked for {path}); put the file there or fix the path, which is relative to the essay",
         ) from None
     if found is None:
         raise EssayError(essay.path, line, f"image '{src}' is not a PNG, JPEG, GIF or WebP image; save it as one of those")
@@ -117,7 +118,8 @@ def place_images(essay: Essay, tokens: list[Token], base_url: str) -> tuple[list
             src = str(child.attrs.get("src", ""))
             line = line_of_text(essay, block, src)
             if not child.content.strip():
-                warnings.append(EssayWarning(essay.path, line, f"image '{src}' has no alt text; write ![what it shows]({src}) for readers who cannot see it"))
+                warnings.append(EssayWarning(
+                    essay.path, line, f"image '{src}' has no alt text; write ![what it shows]({src}) for readers who cannot see it"))
             if is_external(src):
                 continue  # the writer's own hosting; `newsletter check` asks for its size
             image = _inspect(essay, src, line)

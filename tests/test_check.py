@@ -58,7 +58,8 @@ def test_links_to_our_own_missing_pages_and_relative_links_are_errors(settings: 
     path = seeded(settings, "See [last week](http://127.0.0.1:8000/2017-03-13-nowhere/) and [this one](http://127.0.0.1:8000/2017-02-13-say-what-you-mean/).\n\n"
                             "And [a file](notes.html), and [the archive](http://127.0.0.1:8000/).")
     assert problems_of(settings) == [
-        f"error: {path}:7: link 'http://127.0.0.1:8000/2017-03-13-nowhere/' goes to a page or image of ours that is not published; fix the link or publish it",
+        f"error: {path}:7: link 'http://127.0.0.1:8000/2017-03-13-nowhere/' goes to a page or image of ours that is not published; "
+        "fix the link or publish it",
         f"error: {path}:9: link 'notes.html' is relative, and mail clients cannot follow it; link to the full address under http://127.0.0.1:8000",
     ]
 
@@ -71,7 +72,9 @@ def test_a_placeholder_left_in_is_an_error(settings: Settings) -> None:
 
 
 def test_a_template_without_an_unsubscribe_link_is_an_error(settings: Settings) -> None:
-    for name, old in (("email.html.j2", '<a href="{{ unsubscribe_url }}">Unsubscribe</a>'), ("email.txt.j2", "Unsubscribe: {{ unsubscribe_url }}")):
+    removals = (
+        ("email.html.j2", '<a href="{{ unsubscribe_url }}">Unsubscribe</a>'), ("email.txt.j2", "Unsubscribe: {{ unsubscribe_url }}"))
+    for name, old in removals:
         template = override_template(settings, name)
         text = template.read_text(encoding="utf-8")
         assert old in text
@@ -84,7 +87,8 @@ def test_a_template_without_an_unsubscribe_link_is_an_error(settings: Settings) 
 @pytest.mark.parametrize(("scheme", "old", "new"), [
     ("light", ".content .dateline { font-family: Helvetica, Arial, sans-serif; font-size: 14px; color: #595959;",
      ".content .dateline { font-family: Helvetica, Arial, sans-serif; font-size: 14px; color: #999999;"),
-    ("dark", ".content .dateline, .footer, .footer a { color: #b3aea6 !important; }", ".content .dateline, .footer, .footer a { color: #555555 !important; }"),
+    ("dark", ".content .dateline, .footer, .footer a { color: #b3aea6 !important; }",
+     ".content .dateline, .footer, .footer a { color: #555555 !important; }"),
 ])
 def test_text_below_aa_contrast_is_an_error_in_light_and_in_dark(settings: Settings, scheme: str, old: str, new: str) -> None:
     template = override_template(settings, "email.html.j2")
@@ -97,14 +101,17 @@ def test_text_below_aa_contrast_is_an_error_in_light_and_in_dark(settings: Setti
 
 
 def test_warnings_no_summary_long_or_shouted_subject_and_empty_link(settings: Settings) -> None:
-    path = seeded(settings, "Intro.\n\nA link with no words: [](https://example.org/).", front='title: "' + "A VERY LONG SHOUTED TITLE " * 3 + '"\ndate: 2017-03-20')
+    shouted = 'title: "' + "A VERY LONG SHOUTED TITLE " * 3 + '"\ndate: 2017-03-20'
+    path = seeded(settings, "Intro.\n\nA link with no words: [](https://example.org/).", front=shouted)
     report = check_issues(settings, [SLUG])
     assert report.ok and all(p.severity is Severity.WARNING for p in report.problems)
     messages = [str(p) for p in report.problems]
-    assert f"warning: {path}:1: no summary: mail apps show the first words of the email instead; add 'summary:' to the front matter" in messages
+    assert (f"warning: {path}:1: no summary: mail apps show the first words of the email instead; "
+            "add 'summary:' to the front matter") in messages
     assert any("the subject is 77 characters; phones cut it after about 70" in m for m in messages)
     assert any("all in capitals" in m for m in messages)
-    assert f"warning: {path}:8: link to 'https://example.org/' has no text; readers and screen readers cannot tell where it goes" in messages
+    assert (f"warning: {path}:8: link to 'https://example.org/' has no text; "
+            "readers and screen readers cannot tell where it goes") in messages
 
 
 def test_check_command_prints_each_problem_and_exits_1_on_errors(settings: Settings) -> None:

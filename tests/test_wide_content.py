@@ -19,7 +19,8 @@ CONTRAST = """(fallback) => {
   const parse = c => { const m = c.match(/[\\d.]+/g).map(Number); return {r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1}; };
   const lum = ({r, g, b}) => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
                                return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
-  const background = el => { for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor); if (c.a > 0.5) return c; }
+  const background = el => { for (let e = el; e; e = e.parentElement) {
+                               const c = parse(getComputedStyle(e).backgroundColor); if (c.a > 0.5) return c; }
                              return parse(fallback); };
   const worst = [];
   for (const el of document.querySelectorAll('body *')) {
@@ -38,7 +39,8 @@ FITS = "() => [document.documentElement.scrollWidth, document.documentElement.cl
 
 def is_light_text(page) -> bool:  # noqa: ANN001 - a playwright Page or Frame
     """Whether the heading is drawn light (on a dark background)."""
-    return page.evaluate("() => getComputedStyle(document.querySelector('h1')).color.match(/\\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b) > 600")
+    return page.evaluate("() => getComputedStyle(document.querySelector('h1')).color"
+                         ".match(/\\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b) > 600")
 
 
 @pytest.fixture
