@@ -74,6 +74,22 @@ def test_the_hard_essay_fits_and_reads_on_phone_and_desktop(browser, hard: Setti
         page.close()
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_unsubscribe_page_reads_in_light_and_dark(browser, settings: Settings, tmp_path, scheme: str) -> None:  # noqa: ANN001
+    from newsletter.render import template_environment
+
+    page_file = tmp_path / "unsubscribe.html"
+    page_file.write_text(template_environment(settings.templates_path).get_template("unsubscribe.html.j2").render(
+        site_name=settings.site_name, language=settings.language, archive_url="/", heading="Unsubscribe from Say What You Mean?",
+        message="Press the button and reader@example.org will get no more issues.", form_action="?token=x"), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 375, "height": 800}, color_scheme=scheme)
+    try:
+        page.goto(page_file.as_uri())
+        _check_page(page, f"the unsubscribe page, {scheme}", scheme)
+    finally:
+        page.close()
+
+
 @pytest.mark.parametrize("width", [375, 800])
 def test_the_sample_emails_read_in_dark_mode(browser, settings: Settings, width: int) -> None:  # noqa: ANN001
     assert build(settings).ok
