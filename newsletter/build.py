@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .atomic import write_atomic
 from .config import Settings
@@ -98,7 +98,7 @@ def published_files(out: Path) -> frozenset[str]:
     return frozenset(files)
 
 
-def _outputs_intact(out: Path, slug: str, recorded: dict) -> bool:
+def _outputs_intact(out: Path, slug: str, recorded: dict[str, Any]) -> bool:
     outputs = recorded.get("outputs", {})
     for name in OUTPUT_FILES:
         try:

@@ -76,3 +76,12 @@ def test_draft_must_be_true_or_false(settings: Settings) -> None:
     write_essay(settings, DRAFT, 'title: "x"\ndate: 2027-01-04\ndraft: maybe', "Body.")
     report = build(settings)
     assert [str(e) for e in report.errors] == [f"{settings.issues_path / DRAFT}.md:4: draft must be true or false, not 'maybe'"]
+
+
+def test_the_preview_shows_an_image_warning_beside_the_issue(settings: Settings) -> None:
+    from .conftest import write_image
+
+    write_image(settings.issues_path / "chart.png", 200, 100)
+    write_essay(settings, DRAFT, 'title: "Not yet, please"\ndate: 2027-01-04\ndraft: true', "![](chart.png)")
+    page = TestClient(preview.create_app(settings, watch=False)).get(f"/issues/{DRAFT}/").text
+    assert "Worth fixing before you send it" in page and "image &#39;chart.png&#39; has no alt text" in page
