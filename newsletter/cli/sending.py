@@ -105,13 +105,13 @@ def resolve(send_id: int, resend: bool, mark_sent: bool, send_late: bool) -> Non
 @click.argument("issue")
 @click.option("--to", "address", required=True, help="Where to send the test copy.")
 def test_copy(issue: str, address: str) -> None:
-    """Send one copy of ISSUE to ADDRESS now. No send is recorded."""
+    """Send one copy of ISSUE (a draft too) to ADDRESS now. No send is recorded."""
     from ..build import ready_issue
     from ..providers import get_provider
     from ..sends import send_test_copy
 
     config = settings()
-    _, built = ready_issue(config, issue)
+    _, built = ready_issue(config, issue, drafts=True)  # a draft may go to the editor, never to the list
     provider = get_provider(config)
     email = send_test_copy(config, provider, built, address)
     where = f" (see {show(config.outbox_path / 'test')})" if provider.name == "outbox" else ""
