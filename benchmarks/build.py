@@ -1,5 +1,6 @@
-"""Build speed: essays per second for a full build of 1,000 essays, and a one-essay
-rebuild's wall time beside `newsletter --help`'s start-up time. Prints figures only.
+"""Build speed: essays per second for a full build of 1,000 essays (a tenth of them
+carrying an image, so the image pipeline runs), and a one-essay rebuild's wall time
+beside `newsletter --help`'s start-up time. Prints figures only.
 
 Goals: at least 200 essays per second on a 2-core machine; a one-essay rebuild
 within 1.5x of the start-up time.
@@ -25,16 +26,35 @@ from newsletter.build import build  # noqa: E402
 from newsletter.config import load_settings  # noqa: E402
 
 
+IMAGES = 20  # distinct photographs shared by the essays that carry one; the first is large enough to be resized
+
+
+def make_images(folder: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    folder.mkdir()
+    for n in range(IMAGES):
+        width = 2400 if n == 0 else 800 + 20 * n
+        image = Image.new("RGB", (width, width * 9 // 16), (240, 236, 228))
+        draw = ImageDraw.Draw(image)
+        for x in range(0, width, 30 + n):
+            draw.rectangle([x, 0, x + 12, width], fill=(155, 61, 46))
+        image.save(folder / f"photo-{n:02d}.jpg", "JPEG", quality=80)
+
+
 def make_project(folder: Path, count: int) -> None:
     shutil.copy(REPO / "newsletter.toml", folder / "newsletter.toml")
     issues = folder / "issues"
     issues.mkdir()
+    make_images(issues / "img")
     samples = sorted((REPO / "issues").glob("*.md"))
     for n in range(count):
         text = samples[n % len(samples)].read_text(encoding="utf-8")
         day = 1 + n % 28
         text = text.replace("date: 2017-", f"date: {2000 + n // 336}-", 1)
         text = text.replace("\n---\n", f"\n---\n\nGenerated essay number {n} (day {day}).\n", 1)
+        if n % 10 == 0:
+            text += f"\n![Photograph {n} of the meeting](img/photo-{n // 10 % IMAGES:02d}.jpg)\n"
         (issues / f"essay-{n:05d}.md").write_text(text, encoding="utf-8")
 
 
@@ -59,7 +79,9 @@ def main() -> None:
         report = build(settings)
         elapsed = time.perf_counter() - start
         assert report.ok and len(report.built) == args.essays, report.errors[:3]
-        print(f"full build: {args.essays} essays in {elapsed:.2f} s = {args.essays / elapsed:.0f} essays/s (goal >= 200)")
+        images = len(list((root / "build" / "images").iterdir()))
+        print(f"full build: {args.essays} essays ({args.essays // 10} with an image, {images} images published) "
+              f"in {elapsed:.2f} s = {args.essays / elapsed:.0f} essays/s (goal >= 200)")
 
         start = time.perf_counter()
         build(settings)

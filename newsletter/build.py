@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .atomic import write_atomic
 from .config import Settings
@@ -98,7 +98,7 @@ def published_files(out: Path) -> frozenset[str]:
     return frozenset(files)
 
 
-def _outputs_intact(out: Path, slug: str, recorded: dict) -> bool:
+def _outputs_intact(out: Path, slug: str, recorded: dict[str, Any]) -> bool:
     outputs = recorded.get("outputs", {})
     for name in OUTPUT_FILES:
         try:
@@ -281,10 +281,13 @@ class IssueNotReady(NewsletterError):
     """The issue named cannot be sent as it stands; str() says why and what to do."""
 
 
-def ready_issue(settings: Settings, name: str, report: BuildReport | None = None) -> tuple[Essay, Issue]:
+def ready_issue(
+    settings: Settings, name: str, report: BuildReport | None = None, *, drafts: bool = False
+) -> tuple[Essay, Issue]:
     """The built issue an editor names (slug, or slug without its date), after a build.
 
     Refuses an issue that does not build: nothing half-made is ever sent.
+    Refuses a draft unless `drafts` (a test copy to the editor), which comes from the preview's build.
     """
     from .essays import find_essay
     from .messages import Issue
@@ -292,7 +295,11 @@ def ready_issue(settings: Settings, name: str, report: BuildReport | None = None
     report = report or build(settings)
     essay = find_essay(report.essays, name)
     draft = find_essay(report.drafts, name)
-    if draft is not None and (essay is None or essay.draft):
+    output = settings.output_path
+    if draft is not None and essay is None and drafts:
+        report, output = build(settings, drafts=True), preview_output(settings)
+        essay = find_essay(report.essays, name)
+    elif draft is not None and (essay is None or essay.draft):
         raise IssueNotReady(
             f"'{name}' is a draft ({draft.path.name} has 'draft: true' in its front matter), so it is not published "
             "and cannot be sent; to publish it, delete that line (or write 'draft: false'), then queue it again"
@@ -303,7 +310,7 @@ def ready_issue(settings: Settings, name: str, report: BuildReport | None = None
             raise IssueNotReady(f"'{name}' does not build: {broken[0]}")
         known = ", ".join(sorted(e.slug for e in report.essays)) or "none"
         raise IssueNotReady(f"there is no issue '{name}'; the issues are: {known}")
-    folder = settings.output_path / essay.slug
+    folder = output / essay.slug
     issue = Issue(
         slug=essay.slug,
         subject=essay.title,

@@ -44,7 +44,7 @@ def is_external(src: str) -> bool:
     return bool(parts.scheme or parts.netloc)
 
 
-def _line_of(essay: Essay, token: Token, needle: str) -> int | None:
+def line_of_text(essay: Essay, token: Token, needle: str) -> int | None:
     """The file line of `needle` inside the block `token` maps to."""
     if not token.map:
         return None
@@ -55,27 +55,45 @@ def _line_of(essay: Essay, token: Token, needle: str) -> int | None:
     return essay.line_of(token.map[0])
 
 
-def _inspect(essay: Essay, src: str, line: int | None) -> PlacedImage:
+# What reading an image file told us, by (path, mtime, size): essays share pictures, and
+# the archive reads every essay again.
+_seen: dict[tuple[Path, int, int], tuple[str, int, int, bool, str]] = {}
+
+
+def _read(path: Path) -> tuple[str, int, int, bool, str] | None:
+    """(format, width, height, animated, content digest), or None if it is no image Pillow reads."""
     from PIL import Image, UnidentifiedImageError
 
+    stat = path.stat()
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _seen:
+        data = path.read_bytes()
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                fmt, (width, height) = image.format or "", image.size
+                animated = getattr(image, "n_frames", 1) > 1
+        except (UnidentifiedImageError, OSError):
+            return None
+        _seen[key] = (fmt, width, height, animated, hashlib.sha256(data).hexdigest()[:16])
+    return _seen[key]
+
+
+def _inspect(essay: Essay, src: str, line: int | None) -> PlacedImage:
     path = (essay.path.parent / unquote(urlsplit(src).path)).resolve()
     try:
-        data = path.read_bytes()
+        found = _read(path)
     except OSError:
         raise EssayError(
-            essay.path, line, f"image '{src}' not found (looked for {path}); put the file there or fix the path, which is relative to the essay"
+            essay.path, line,
+            f"image '{src}' not found (looked for {path}); put the file there or fix the path, which is relative to the essay",
         ) from None
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            fmt, (width, height) = image.format or "", image.size
-            animated = getattr(image, "n_frames", 1) > 1
-    except (UnidentifiedImageError, OSError):
-        raise EssayError(essay.path, line, f"image '{src}' is not a PNG, JPEG, GIF or WebP image; save it as one of those") from None
+    if found is None:
+        raise EssayError(essay.path, line, f"image '{src}' is not a PNG, JPEG, GIF or WebP image; save it as one of those")
+    fmt, width, height, animated, digest = found
     if fmt not in FORMATS or width < 1 or height < 1:
         raise EssayError(essay.path, line, f"image '{src}' is {fmt or 'an unknown format'}; mail clients need PNG, JPEG, GIF or WebP")
     resize = width > RESIZE_ABOVE and not animated
     stem = _SAFE.sub("-", path.stem.lower()).strip("-")[:40] or "image"
-    digest = hashlib.sha256(data).hexdigest()[:16]
     shown = min(width, CONTENT_WIDTH)
     return PlacedImage(
         source=path,
@@ -98,9 +116,10 @@ def place_images(essay: Essay, tokens: list[Token], base_url: str) -> tuple[list
             if child.type != "image":
                 continue
             src = str(child.attrs.get("src", ""))
-            line = _line_of(essay, block, src)
+            line = line_of_text(essay, block, src)
             if not child.content.strip():
-                warnings.append(EssayWarning(essay.path, line, f"image '{src}' has no alt text; write ![what it shows]({src}) for readers who cannot see it"))
+                warnings.append(EssayWarning(
+                    essay.path, line, f"image '{src}' has no alt text; write ![what it shows]({src}) for readers who cannot see it"))
             if is_external(src):
                 continue  # the writer's own hosting; `newsletter check` asks for its size
             image = _inspect(essay, src, line)

@@ -7,8 +7,10 @@ the web page or the feed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
+from linkify_it import LinkifyIt
 from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
@@ -25,9 +27,36 @@ def _table_close(self: RendererHTML, tokens: Sequence[Token], idx: int, options:
     return self.renderToken(tokens, idx, options, env) + "</div>\n"
 
 
+# After "www.": a host with a dot, then an optional path that does not end in punctuation.
+_WWW = re.compile(r"^[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:[/?#][^\s<>\"]*[^\s<>\"().,;:!?'])?", re.IGNORECASE)
+
+
+def _www_url(linkify: LinkifyIt, match: object) -> None:
+    match.url = "http://" + match.url  # type: ignore[attr-defined]
+
+
+class BareLinks(LinkifyIt):
+    """Bare URLs as writers expect them: with a scheme, starting www., or e-mail addresses.
+
+    Not every word with a dot ('Node.js', 'Amazon.com'), and quickly: text that
+    cannot hold a link is never handed to the (slow) full pattern.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(options={"fuzzy_link": False})
+        self.add("www.", {"validate": _WWW, "normalize": _www_url})
+
+    def pretest(self, text: str) -> bool:
+        lower = text.lower()
+        if "//" not in text and "www." not in lower and "@" not in text and "mailto:" not in lower:
+            return False
+        return bool(super().pretest(text))
+
+
 def markdown() -> MarkdownIt:
     """The one Markdown parser of the build, the text part and the check."""
     md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
+    md.linkify = BareLinks()
     md.enable(["table", "strikethrough", "linkify"])
     md.use(footnote_plugin)
     md.add_render_rule("table_open", _table_open)

@@ -247,3 +247,27 @@ def test_many_essays_build_in_parallel_with_the_same_result(settings: Settings) 
     assert report.ok and len(report.built) == 37
     a = (settings.output_path / "2018-01-05-copy-4" / "email.txt").read_text(encoding="utf-8")
     assert "Never wrestle with a chimney sweep." in a
+
+
+@pytest.mark.parametrize(("language", "direction"), [("en", "ltr"), ("ar", "rtl"), ("he-IL", "rtl")])
+def test_lang_and_dir_sit_on_a_wrapper_inside_body_which_webmail_keeps(settings: Settings, language: str, direction: str) -> None:
+    import dataclasses
+
+    from lxml import html as lxml_html
+
+    config = dataclasses.replace(settings, language=language)
+    assert build(config).ok
+    for part in ("email.html", "index.html"):
+        doc = lxml_html.document_fromstring((config.output_path / GOLDEN_SLUG / part).read_text(encoding="utf-8"))
+        wrapper = doc.find("body")[0]
+        assert (wrapper.get("lang"), wrapper.get("dir")) == (language, direction), part
+        assert (doc.get("lang"), doc.get("dir")) == (language, direction), part
+
+
+def test_the_email_declares_light_and_dark_and_styles_both(built: Settings) -> None:
+    html = (built.output_path / GOLDEN_SLUG / "email.html").read_text(encoding="utf-8")
+    assert '<meta name="color-scheme" content="light dark">' in html
+    assert "color-scheme: light dark" in html
+    dark = re.search(r"@media \(prefers-color-scheme: dark\) \{(.*?)</style>", html, re.S)
+    assert dark and "background-color: #1e1e1e !important" in dark.group(1)
+    assert "[data-ogsc] .content" in html and "[data-ogsb] .container" in html

@@ -76,3 +76,20 @@ def test_draft_must_be_true_or_false(settings: Settings) -> None:
     write_essay(settings, DRAFT, 'title: "x"\ndate: 2027-01-04\ndraft: maybe', "Body.")
     report = build(settings)
     assert [str(e) for e in report.errors] == [f"{settings.issues_path / DRAFT}.md:4: draft must be true or false, not 'maybe'"]
+
+
+def test_the_preview_shows_an_image_warning_beside_the_issue(settings: Settings) -> None:
+    from .conftest import write_image
+
+    write_image(settings.issues_path / "chart.png", 200, 100)
+    write_essay(settings, DRAFT, 'title: "Not yet, please"\ndate: 2027-01-04\ndraft: true', "![](chart.png)")
+    page = TestClient(preview.create_app(settings, watch=False)).get(f"/issues/{DRAFT}/").text
+    assert "Worth fixing before you send it" in page and "image &#39;chart.png&#39; has no alt text" in page
+
+
+def test_a_test_copy_of_a_draft_goes_to_the_editor(with_draft: Settings) -> None:
+    result = CliRunner().invoke(cli, ["test", "next-year", "--to", "editor@example.org"])
+    assert result.exit_code == 0, result.output
+    [eml] = list((with_draft.outbox_path / "test").rglob("*.eml"))
+    assert "Still thinking about this one." in eml.read_text(encoding="utf-8", errors="replace")
+    assert not (with_draft.output_path / DRAFT).exists()

@@ -94,7 +94,8 @@ def test_an_image_without_alt_text_is_a_build_warning(settings: Settings) -> Non
     path = write_essay(settings, SLUG, 'title: "Pictures"\ndate: 2017-03-20', "Intro.\n\n![](chart.png)")
     report = build(settings)
     assert report.ok
-    assert [str(w) for w in report.warnings] == [f"{path}:8: image 'chart.png' has no alt text; write ![what it shows](chart.png) for readers who cannot see it"]
+    assert [str(w) for w in report.warnings] == [
+        f"{path}:8: image 'chart.png' has no alt text; write ![what it shows](chart.png) for readers who cannot see it"]
     assert [str(w) for w in build(settings).warnings] == [str(report.warnings[0])]  # unchanged, still said
 
 

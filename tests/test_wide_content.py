@@ -19,7 +19,8 @@ CONTRAST = """(fallback) => {
   const parse = c => { const m = c.match(/[\\d.]+/g).map(Number); return {r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1}; };
   const lum = ({r, g, b}) => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
                                return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
-  const background = el => { for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor); if (c.a > 0.5) return c; }
+  const background = el => { for (let e = el; e; e = e.parentElement) {
+                               const c = parse(getComputedStyle(e).backgroundColor); if (c.a > 0.5) return c; }
                              return parse(fallback); };
   const worst = [];
   for (const el of document.querySelectorAll('body *')) {
@@ -38,7 +39,8 @@ FITS = "() => [document.documentElement.scrollWidth, document.documentElement.cl
 
 def is_light_text(page) -> bool:  # noqa: ANN001 - a playwright Page or Frame
     """Whether the heading is drawn light (on a dark background)."""
-    return page.evaluate("() => getComputedStyle(document.querySelector('h1')).color.match(/\\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b) > 600")
+    return page.evaluate("() => getComputedStyle(document.querySelector('h1')).color"
+                         ".match(/\\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b) > 600")
 
 
 @pytest.fixture
@@ -72,6 +74,22 @@ def test_the_hard_essay_fits_and_reads_on_phone_and_desktop(browser, hard: Setti
         page.close()
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_unsubscribe_page_reads_in_light_and_dark(browser, settings: Settings, tmp_path, scheme: str) -> None:  # noqa: ANN001
+    from newsletter.render import template_environment
+
+    page_file = tmp_path / "unsubscribe.html"
+    page_file.write_text(template_environment(settings.templates_path).get_template("unsubscribe.html.j2").render(
+        site_name=settings.site_name, language=settings.language, archive_url="/", heading="Unsubscribe from Say What You Mean?",
+        message="Press the button and reader@example.org will get no more issues.", form_action="?token=x"), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 375, "height": 800}, color_scheme=scheme)
+    try:
+        page.goto(page_file.as_uri())
+        _check_page(page, f"the unsubscribe page, {scheme}", scheme)
+    finally:
+        page.close()
+
+
 @pytest.mark.parametrize("width", [375, 800])
 def test_the_sample_emails_read_in_dark_mode(browser, settings: Settings, width: int) -> None:  # noqa: ANN001
     assert build(settings).ok
@@ -88,6 +106,8 @@ def test_the_sample_emails_read_in_dark_mode(browser, settings: Settings, width:
 def test_the_preview_of_the_hard_essay_fits_and_switches_light_and_dark(browser, hard_essay: Settings, width: int) -> None:  # noqa: ANN001
     with LiveServer(create_app(hard_essay, watch=False)) as server:
         page = browser.new_page(viewport={"width": width, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
             page.goto(f"{server.url}/issues/{HARD_SLUG}/")
             page.frame_locator("iframe.phone").locator("h1").wait_for()
@@ -103,7 +123,8 @@ def test_the_preview_of_the_hard_essay_fits_and_switches_light_and_dark(browser,
                     assert scroll <= client, f"the {frame.name or 'email'} frame scrolls sideways in {scheme}"
                     low = frame.evaluate(CONTRAST, "rgb(18,18,18)" if scheme == "dark" else "rgb(255,255,255)")
                     assert not low, f"{scheme}: {low}"
-                    assert is_light_text(frame) == (scheme == "dark"), scheme
+                    assert is_light_text(frame) == (scheme == "dark"), (scheme, errors)
             page.screenshot(path=str(ARTIFACTS / f"preview-hard-{width}.png"))
+            assert not errors, errors  # a script error in the preview breaks its controls
         finally:
             page.close()

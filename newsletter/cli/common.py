@@ -14,6 +14,7 @@ from ..errors import NewsletterError
 
 if TYPE_CHECKING:
     from ..build import BuildReport
+    from ..check import CheckReport
     from ..scheduler import RunReport
     from ..store import Store
 
@@ -145,3 +146,10 @@ def print_run(report: RunReport) -> None:
         f"(unsubscribed since queued); refused {report.failed}."
         + (f" Finished send(s): {', '.join(f'#{i}' for i in report.completed)}." if report.completed else "")
     )
+
+
+def print_problems(report: CheckReport) -> None:
+    """Each problem the check found, then a one-line count."""
+    for problem in report.problems:
+        click.secho(str(problem), fg="red" if problem.severity == "error" else "yellow", err=True)
+    click.echo(f"Checked {len(report.checked)} issue(s): {len(report.errors)} error(s), {len(report.warnings)} warning(s).")

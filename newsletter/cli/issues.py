@@ -1,4 +1,4 @@
-"""build, and demo: the whole job on the sample newsletter."""
+"""build, check, and demo: the whole job on the sample newsletter."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import cli, open_store, print_run, run_build, settings, show
+from .common import cli, open_store, print_problems, print_run, run_build, settings, show
 
 
 @cli.command()
@@ -21,6 +21,33 @@ def build() -> None:
     code is 1.
     """
     if not run_build(settings()).ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("issues", nargs=-1, metavar="[ISSUE]...")
+@click.option("--online", is_flag=True, help="Also fetch every link to another site (a timeout each, one request a second per site).")
+def check(issues: tuple[str, ...], online: bool) -> None:
+    """Check issues before sending them: every published issue, or the ISSUEs named.
+
+    Errors (exit code 1): an HTML part over 90 KB once personalised, an image
+    without alt text, width or height, a link to a page or image of ours that
+    is not published, a template placeholder left in, no unsubscribe link,
+    text below WCAG AA contrast in light or dark mode. Warnings: no summary,
+    a subject over 70 characters or in capitals, a link with no text.
+    `queue` runs the same check and refuses an issue with errors.
+
+    \b
+    Examples:
+      newsletter check
+      newsletter check say-what-you-mean --online
+    """
+    from ..check import check_issues
+
+    config = settings()
+    report = check_issues(config, issues, online=online, report=run_build(config))
+    print_problems(report)
+    if not report.ok:
         sys.exit(1)
 
 

@@ -13,12 +13,14 @@ from .common import cli, open_store, print_run, progress_bar, settings, show
 @click.option("--tz", "zone", default=None, help="Time zone of a --at time without an offset (default: the 'timezone' setting).")
 @click.option("--yes", is_flag=True, help="Do not ask: queue it (a time in the past: to go out now). For scripts and cron.")
 @click.option("--again", is_flag=True, help="Queue it even though this issue was already queued or sent.")
-def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool) -> None:
+@click.option("--force", is_flag=True, help="Queue it even though `newsletter check` finds errors in it.")
+def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool, force: bool) -> None:
     """Queue ISSUE to be sent to every active subscriber.
 
     ISSUE is the essay's slug (its file name without .md); the slug without
     its date prefix works too. The issue is built first and refused if it
-    does not build. Its email is frozen now: later edits need a new send.
+    does not build, or if `newsletter check` finds errors in it (unless
+    --force). Its email is frozen now: later edits need a new send.
 
     It shows the issue, the number of recipients and the time (as typed, in
     its zone and in UTC), then asks; --yes answers for scripts. A local time
@@ -32,6 +34,7 @@ def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool) -> No
       newsletter queue say-what-you-mean --at 2027-03-06T09:00-05:00 --yes
     """
     from ..build import ready_issue
+    from ..check import refuse_unless_checked
     from ..send_time import parse_send_time
     from ..sends import active_count
     from ..sends import queue as queue_send
@@ -39,6 +42,7 @@ def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool) -> No
 
     config = settings()
     essay, built = ready_issue(config, issue)
+    refuse_unless_checked(config, essay, force=force, say=click.echo)
     now = utcnow()
     send_time = parse_send_time(when, zone or config.timezone, now)
     at = send_time.utc
@@ -145,13 +149,13 @@ def resolve(send_id: int, resend: bool, mark_sent: bool, send_late: bool) -> Non
 @click.argument("issue")
 @click.option("--to", "address", required=True, help="Where to send the test copy.")
 def test_copy(issue: str, address: str) -> None:
-    """Send one copy of ISSUE to ADDRESS now. No send is recorded."""
+    """Send one copy of ISSUE (a draft too) to ADDRESS now. No send is recorded."""
     from ..build import ready_issue
     from ..providers import get_provider
     from ..sends import send_test_copy
 
     config = settings()
-    _, built = ready_issue(config, issue)
+    _, built = ready_issue(config, issue, drafts=True)  # a draft may go to the editor, never to the list
     provider = get_provider(config)
     email = send_test_copy(config, provider, built, address)
     where = f" (see {show(config.outbox_path / 'test')})" if provider.name == "outbox" else ""

@@ -92,7 +92,8 @@ def create_app(settings: Settings, report: BuildReport | None = None, watch: boo
         if essay is None and not errors:
             return HTMLResponse(f"No issue '{escape(slug)}'.", status_code=404)  # the slug is the visitor's text
         text = text_file.read_text(encoding="utf-8") if text_file.is_file() else ""
-        return render("preview_issue.html.j2", essay=essay, slug=slug, issue_errors=errors, text=text,
+        warnings = [str(w) for w in state.report.warnings if essay is not None and w.path == essay.path]
+        return render("preview_issue.html.j2", essay=essay, slug=slug, issue_errors=errors, issue_warnings=warnings, text=text,
                       built=(output / slug / "email.html").is_file())
 
     async def events(request: Request) -> Response:
