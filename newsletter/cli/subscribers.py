@@ -189,13 +189,60 @@ def _when(moment: datetime | None) -> str:
 
 @subscribers.command("list")
 @click.option("--status", type=STATUS_CHOICE, default="active", show_default=True, help="Which subscribers to list.")
-def list_(status: str) -> None:
-    """Print one subscriber a line: address, status, name."""
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of every field, for scripts.")
+def list_(status: str, as_json: bool) -> None:
+    """List subscribers: address, status and name, one a line, fitted to the
+    terminal's width (a long name is cut short with …; --json has it whole).
+
+    \b
+    Examples:
+      newsletter subscribers list
+      newsletter subscribers list --status unsubscribed
+      newsletter subscribers list --status all --json > list.json
+    """
+    import json
+    import shutil
+
     from ..store import subscribers as ops
 
     with open_store(settings()).engine.connect() as conn:
-        for subscriber in ops.iter_subscribers(conn, _statuses(status)):
-            click.echo(f"{subscriber.email}\t{subscriber.status}\t{subscriber.name}")
+        found = list(ops.iter_subscribers(conn, _statuses(status)))
+    if as_json:
+        click.echo(json.dumps([_as_json(s) for s in found], ensure_ascii=False, indent=1))
+        return
+    if not found:
+        click.echo(f"No {'' if status == 'all' else status + ' '}subscribers.", err=True)
+        return
+    for line in _fitted(found, shutil.get_terminal_size().columns):
+        click.echo(line)
+
+
+def _as_json(subscriber: object) -> dict[str, object]:
+    import dataclasses
+
+    fields = dataclasses.asdict(subscriber)  # type: ignore[call-overload]
+    return {key: value.isoformat() + "Z" if isinstance(value, datetime) else value for key, value in fields.items()}
+
+
+def _fitted(found: list, width: int) -> list[str]:  # noqa: ANN001 - Subscriber rows
+    """Three columns in `width` terminal cells: the address whole if it can be, the name gets what is left."""
+    from rich.cells import cell_len, set_cell_size
+
+    def cut(text: str, cells: int) -> str:
+        if cell_len(text) <= cells:
+            return set_cell_size(text, cells)
+        return set_cell_size(text, max(cells - 1, 0)) + ("…" if cells else "")
+
+    gap = 2
+    status_w = max(cell_len("status"), *(cell_len(s.status) for s in found))
+    email_w = max(cell_len("email"), *(cell_len(s.email) for s in found))
+    email_w = max(min(email_w, width - status_w - 2 * gap - 4), 10)  # the address first; the name 4 cells at least
+    name_w = max(width - email_w - status_w - 2 * gap, 0)
+    lines = []
+    for email, state, name in [("email", "status", "name"), *((s.email, s.status, s.name) for s in found)]:
+        line = cut(email, email_w) + " " * gap + cut(state, status_w) + " " * gap + cut(name, name_w)
+        lines.append(line.rstrip())
+    return lines
 
 
 @subscribers.command("count")
