@@ -25,6 +25,10 @@ from .config import ConfigError, Settings
 SALT = "newsletter.unsubscribe"
 
 
+# The subscriber id a test copy's link names: no subscriber has it, so the link unsubscribes nobody.
+TEST_COPY_SUBSCRIBER = 0
+
+
 class BadToken(ValueError):
     """Forged, tampered with, or signed with another secret."""
 
