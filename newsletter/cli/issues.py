@@ -19,6 +19,11 @@ def build() -> None:
     Only essays and templates that changed are rendered again. A bad essay is
     reported with its file and line, the others still build, and the exit
     code is 1.
+
+    \b
+    Examples:
+      newsletter build
+      NEWSLETTER_BASE_URL=https://news.example.org newsletter build
     """
     if not run_build(settings()).ok:
         sys.exit(1)
@@ -26,10 +31,16 @@ def build() -> None:
 
 @cli.command()
 def demo() -> None:
-    """The whole job on the embedded defaults: build the sample issues, import
+    """The whole job on this newsletter: build the issues, import
     subscribers/sample.csv, queue the newest issue for now, send it through
-    the provider (the outbox unless configured otherwise) and show where to look.
-    Run it again and it sends nothing twice."""
+    the provider (the outbox unless configured otherwise), then show where
+    the results are and what to do next. Run it again and it sends nothing twice.
+
+    \b
+    Examples:
+      newsletter demo
+      NEWSLETTER_PROVIDER=smtp NEWSLETTER_SMTP_URL=smtp://127.0.0.1:1025 newsletter demo
+    """
     from ..build import newest_essay, ready_issue
     from ..providers import get_provider
     from ..scheduler import Scheduler
@@ -51,12 +62,16 @@ def demo() -> None:
     with store.begin() as conn:
         earlier = existing_sends(conn, essay.slug)
         if earlier:
-            click.echo(f"'{essay.title}' was already queued as send #{earlier[0][0]} ({earlier[0][1]}); not sending it twice.")
+            send_id = earlier[0][0]
+            click.echo(f"'{essay.title}' was already queued as send #{send_id} ({earlier[0][1]}); not sending it twice.")
         else:
             send_id = queue(conn, essay.slug, built.subject, built.html, built.text, utcnow())
             click.echo(f"Queued '{essay.title}' as send #{send_id}")
     print_run(Scheduler(store, config, get_provider(config), load_secret(config)).run_once())
-    click.echo(f"Look at: {show(config.output_path / 'index.html')} (the web archive), "
-               f"{show(config.output_path / essay.slug / 'email.html')} (the email)")
+    click.echo("\nWhat to look at, and what to do next:")
     if config.provider == "outbox":
-        click.echo(f"         {show(config.outbox_path)}/send-*/ (one .eml per subscriber: open one in your mail app)")
+        click.echo(f"  {show(config.outbox_path / f'send-{send_id}')}/  one .eml file per subscriber: open one in your mail app")
+    click.echo(f"  {show(config.output_path / essay.slug / 'email.html')}  the email; {show(config.output_path / 'index.html')}  the web archive")
+    click.echo("  newsletter preview   every issue in the browser at desktop and phone width, reloading as you write")
+    click.echo(f"  newsletter serve     the public site at {config.base_url}: archive, feed and the unsubscribe links")
+    click.echo("  newsletter init PATH start a newsletter of your own (see the README)")
