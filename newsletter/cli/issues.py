@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import cli, open_store, print_run, run_build, settings, show
+from .common import cli, open_store, print_run, run_build, settings, show, warn_before_build
 
 
 @cli.command()
@@ -25,8 +25,18 @@ def build() -> None:
       newsletter build
       NEWSLETTER_BASE_URL=https://news.example.org newsletter build
     """
-    if not run_build(settings()).ok:
+    from ..freshness import record, unchanged_issues  # light: the renderer is imported only if needed
+
+    config = settings()
+    unchanged = unchanged_issues(config)
+    if unchanged is not None:
+        warn_before_build(config)
+        click.echo(f"Built 0 issue(s), {unchanged} unchanged. Open {show(config.output_path / 'index.html')}")
+        return
+    report = run_build(config)
+    if not report.ok:
         sys.exit(1)
+    record(config, len(report.built) + len(report.unchanged))
 
 
 @cli.command()
