@@ -25,6 +25,11 @@ def subscribers() -> None:
 
     Unsubscribed, bounced and complained addresses are suppressions: they are
     kept and never made active again by an import or an add.
+
+    \b
+    Examples:
+      newsletter subscribers import readers.csv --dry-run
+      newsletter subscribers list --status all --json
     """
 
 
@@ -247,7 +252,12 @@ def _fitted(found: list, width: int) -> list[str]:  # noqa: ANN001 - Subscriber 
 
 @subscribers.command("count")
 def count() -> None:
-    """How many subscribers have each status."""
+    """How many subscribers have each status.
+
+    \b
+    Examples:
+      newsletter subscribers count
+    """
     from ..store import subscribers as ops
 
     with open_store(settings()).engine.connect() as conn:
