@@ -65,7 +65,7 @@ def test_cli_reports_a_bad_setting_without_a_traceback(project: Path) -> None:
 @pytest.mark.parametrize("value", ["news.example.org", "ftp://news.example.org", "https://", "/archive", "https://news.example.org/?a=1"])
 def test_base_url_that_is_not_an_absolute_http_url_is_refused_with_its_line(project: Path, value: str) -> None:
     (project / "newsletter.toml").write_text(f'site_name = "S"\n\nbase_url = "{value}"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf"newsletter.toml:3: 'base_url' must"):
+    with pytest.raises(ConfigError, match=r"newsletter.toml:3: 'base_url' must"):
         load_settings(project, environ={})
 
 

@@ -81,7 +81,8 @@ def demo() -> None:
     click.echo("\nWhat to look at, and what to do next:")
     if config.provider == "outbox":
         click.echo(f"  {show(config.outbox_path / f'send-{send_id}')}/  one .eml file per subscriber: open one in your mail app")
-    click.echo(f"  {show(config.output_path / essay.slug / 'email.html')}  the email; {show(config.output_path / 'index.html')}  the web archive")
+    click.echo(f"  {show(config.output_path / essay.slug / 'email.html')}  the email; "
+               f"{show(config.output_path / 'index.html')}  the web archive")
     click.echo("  newsletter preview   every issue in the browser at desktop and phone width, reloading as you write")
     click.echo(f"  newsletter serve     the public site at {config.base_url}: archive, feed and the unsubscribe links")
     click.echo("  newsletter init PATH start a newsletter of your own (see the README)")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .common import cli, open_store, progress_bar, settings
+
+if TYPE_CHECKING:
+    from ..store.subscribers import Subscriber
 
 STATUS_CHOICE = click.Choice(["active", "unsubscribed", "bounced", "complained", "all"])
 
@@ -222,14 +226,14 @@ def list_(status: str, as_json: bool) -> None:
         click.echo(line)
 
 
-def _as_json(subscriber: object) -> dict[str, object]:
+def _as_json(subscriber: Subscriber) -> dict[str, object]:
     import dataclasses
 
-    fields = dataclasses.asdict(subscriber)  # type: ignore[call-overload]
+    fields = dataclasses.asdict(subscriber)
     return {key: value.isoformat() + "Z" if isinstance(value, datetime) else value for key, value in fields.items()}
 
 
-def _fitted(found: list, width: int) -> list[str]:  # noqa: ANN001 - Subscriber rows
+def _fitted(found: list[Subscriber], width: int) -> list[str]:
     """Three columns in `width` terminal cells: the address whole if it can be, the name gets what is left."""
     from rich.cells import cell_len, set_cell_size
 
