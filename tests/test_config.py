@@ -139,3 +139,16 @@ def test_an_empty_postal_address_is_a_build_warning(project: Path) -> None:
     result = CliRunner().invoke(cli, ["build"])
     assert result.exit_code == 0
     assert "warning: 'postal_address' is empty" in result.stderr
+
+
+@pytest.mark.parametrize("key", ["base_url", "sender", "site_name", "postal_address"])
+def test_a_control_character_in_a_setting_is_refused(project: Path, key: str) -> None:
+    good = {"base_url": "https://news.example.org", "sender": "ed@example.org", "site_name": "S", "postal_address": "1 Lane"}
+    value = good[key] + "\r\nBcc: everyone@example.org"
+    with pytest.raises(ConfigError, match=rf"NEWSLETTER_{key.upper()}: '{key}' contains the control character U\+000D"):
+        load_settings(project, environ={f"NEWSLETTER_{key.upper()}": value})
+
+
+def test_a_postal_address_may_span_lines(project: Path) -> None:
+    (project / "newsletter.toml").write_text('postal_address = """1 Lane\nTown"""\n', encoding="utf-8")
+    assert load_settings(project, environ={}).postal_address == "1 Lane\nTown"

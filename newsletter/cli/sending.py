@@ -38,9 +38,9 @@ def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool) -> No
     from ..store.schema import utcnow
 
     config = settings()
-    essay, built = ready_issue(config, issue)
     now = utcnow()
-    send_time = parse_send_time(when, zone or config.timezone, now)
+    send_time = parse_send_time(when, zone or config.timezone, now)  # a mistyped time fails before the build
+    essay, built = ready_issue(config, issue)
     at = send_time.utc
     store = open_store(config)
     with store.engine.connect() as conn:
