@@ -32,6 +32,7 @@ SECRET_ENV = {
 
 
 BATCH_SIZE_MAX = 1000  # what providers accept in one call (SendGrid: 1,000 personalizations)
+MULTILINE = {"postal_address"}  # the only settings that may span lines
 NOT_A_NEWSLETTER = "no newsletter.toml here or in a parent folder; run `newsletter init`"
 
 
@@ -162,6 +163,10 @@ def _coerce(key: str, value: object, where: str) -> object:
             raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}") from None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
+    allowed = "\n" if key in MULTILINE else ""
+    control = next((c for c in value if (c < " " or "\x7f" <= c <= "\x9f") and c not in allowed), None)
+    if control is not None:  # a line break in a URL or an address would end up in a mail header
+        raise ConfigError(f"{where}: '{key}' contains the control character U+{ord(control):04X}; remove it")
     return value
 
 

@@ -17,10 +17,11 @@ from .messages import Issue, Recipient
 from .providers import DeliveryFailed, OutcomeUnknown, Provider
 from .store.schema import batches, deliveries, sends, subscribers, utcnow
 from .store.subscribers import email_key
-from .tokens import Signer, load_secret, unsubscribe_url
+from .tokens import TEST_COPY_SUBSCRIBER, Signer, load_secret, unsubscribe_url
 
 OPEN = ("queued", "held", "sending")  # a send that will still mail people
 ALREADY = OPEN + ("sent",)
+TEST_MARK = "[TEST]"  # begins the subject of every test copy
 
 
 class SendError(NewsletterError):
@@ -170,12 +171,16 @@ def finish_if_complete(conn: Connection, send_id: int) -> bool:
 def send_test_copy(settings: Settings, provider: Provider, issue: Issue, address: str) -> str:
     """Send one copy of `issue` to `address` now, recording no send; returns the address.
 
-    Its unsubscribe link is signed for no subscriber, so it unsubscribes nobody.
+    Its subject is marked [TEST]. Its unsubscribe link names no subscriber, so it
+    unsubscribes nobody and opens a page saying it came from a test copy.
     """
+    import dataclasses
+
     email, _ = email_key(address)
-    link = unsubscribe_url(settings, Signer(load_secret(settings)).token(0, issue.slug))
+    link = unsubscribe_url(settings, Signer(load_secret(settings)).token(TEST_COPY_SUBSCRIBER, issue.slug))
+    marked = dataclasses.replace(issue, subject=f"{TEST_MARK} {issue.subject}")
     try:
-        provider.send(issue, [Recipient(email=email, name="", unsubscribe_url=link)])
+        provider.send(marked, [Recipient(email=email, name="", unsubscribe_url=link)])
     except (DeliveryFailed, OutcomeUnknown) as exc:
         raise SendError(f"the test copy was not sent: {exc}") from None
     return email

@@ -29,6 +29,10 @@ CONFIRM_SALT = "newsletter.confirm"
 FORM_SALT = "newsletter.form"
 
 
+# The subscriber id a test copy's link names: no subscriber has it, so the link unsubscribes nobody.
+TEST_COPY_SUBSCRIBER = 0
+
+
 class BadToken(ValueError):
     """Forged, tampered with, or signed with another secret."""
 

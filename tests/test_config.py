@@ -65,7 +65,7 @@ def test_cli_reports_a_bad_setting_without_a_traceback(project: Path) -> None:
 @pytest.mark.parametrize("value", ["news.example.org", "ftp://news.example.org", "https://", "/archive", "https://news.example.org/?a=1"])
 def test_base_url_that_is_not_an_absolute_http_url_is_refused_with_its_line(project: Path, value: str) -> None:
     (project / "newsletter.toml").write_text(f'site_name = "S"\n\nbase_url = "{value}"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf"newsletter.toml:3: 'base_url' must"):
+    with pytest.raises(ConfigError, match=r"newsletter.toml:3: 'base_url' must"):
         load_settings(project, environ={})
 
 
@@ -139,3 +139,16 @@ def test_an_empty_postal_address_is_a_build_warning(project: Path) -> None:
     result = CliRunner().invoke(cli, ["build"])
     assert result.exit_code == 0
     assert "warning: 'postal_address' is empty" in result.stderr
+
+
+@pytest.mark.parametrize("key", ["base_url", "sender", "site_name", "postal_address"])
+def test_a_control_character_in_a_setting_is_refused(project: Path, key: str) -> None:
+    good = {"base_url": "https://news.example.org", "sender": "ed@example.org", "site_name": "S", "postal_address": "1 Lane"}
+    value = good[key] + "\r\nBcc: everyone@example.org"
+    with pytest.raises(ConfigError, match=rf"NEWSLETTER_{key.upper()}: '{key}' contains the control character U\+000D"):
+        load_settings(project, environ={f"NEWSLETTER_{key.upper()}": value})
+
+
+def test_a_postal_address_may_span_lines(project: Path) -> None:
+    (project / "newsletter.toml").write_text('postal_address = """1 Lane\nTown"""\n', encoding="utf-8")
+    assert load_settings(project, environ={}).postal_address == "1 Lane\nTown"

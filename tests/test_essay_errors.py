@@ -88,5 +88,6 @@ def test_a_broken_template_names_its_file_and_line(settings: Settings) -> None:
 def test_running_outside_a_newsletter_folder_says_where_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["build"])
-    assert result.exit_code == 1 and "no newsletter.toml here or in a parent folder; run `newsletter init`" in result.output
-    assert list(tmp_path.iterdir()) == []
+    assert result.exit_code == 1
+    assert "no newsletter.toml here or in a parent folder; run `newsletter init`" in result.output
+    assert not list(tmp_path.iterdir())

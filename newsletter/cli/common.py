@@ -44,7 +44,16 @@ def cli() -> None:
     sample newsletter.
 
     Settings live in newsletter.toml; any key can be overridden from the
-    environment as NEWSLETTER_<KEY>.
+    environment as NEWSLETTER_<KEY>. Run a command in the newsletter's folder
+    (or below it); `init` makes a new one.
+
+    \b
+    Examples:
+      newsletter init my-newsletter && cd my-newsletter
+      newsletter preview
+      newsletter subscribers import readers.csv
+      newsletter queue welcome --at "2027-03-06 09:00" --tz Europe/London
+      newsletter scheduler --once
     """
 
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import cli, open_store, print_problems, print_run, run_build, settings, show
+from .common import cli, open_store, print_problems, print_run, run_build, settings, show, warn_before_build
 
 
 @cli.command()
@@ -19,9 +19,24 @@ def build() -> None:
     Only essays and templates that changed are rendered again. A bad essay is
     reported with its file and line, the others still build, and the exit
     code is 1.
+
+    \b
+    Examples:
+      newsletter build
+      NEWSLETTER_BASE_URL=https://news.example.org newsletter build
     """
-    if not run_build(settings()).ok:
+    from ..freshness import record, unchanged_issues  # light: the renderer is imported only if needed
+
+    config = settings()
+    unchanged = unchanged_issues(config)
+    if unchanged is not None:
+        warn_before_build(config)
+        click.echo(f"Built 0 issue(s), {unchanged} unchanged. Open {show(config.output_path / 'index.html')}")
+        return
+    report = run_build(config)
+    if not report.ok:
         sys.exit(1)
+    record(config, len(report.built) + len(report.unchanged))
 
 
 @cli.command()
@@ -53,10 +68,16 @@ def check(issues: tuple[str, ...], online: bool) -> None:
 
 @cli.command()
 def demo() -> None:
-    """The whole job on the embedded defaults: build the sample issues, import
+    """The whole job on this newsletter: build the issues, import
     subscribers/sample.csv, queue the newest issue for now, send it through
-    the provider (the outbox unless configured otherwise) and show where to look.
-    Run it again and it sends nothing twice."""
+    the provider (the outbox unless configured otherwise), then show where
+    the results are and what to do next. Run it again and it sends nothing twice.
+
+    \b
+    Examples:
+      newsletter demo
+      NEWSLETTER_PROVIDER=smtp NEWSLETTER_SMTP_URL=smtp://127.0.0.1:1025 newsletter demo
+    """
     from ..build import newest_essay, ready_issue
     from ..providers import get_provider
     from ..scheduler import Scheduler
@@ -78,12 +99,17 @@ def demo() -> None:
     with store.begin() as conn:
         earlier = existing_sends(conn, essay.slug)
         if earlier:
-            click.echo(f"'{essay.title}' was already queued as send #{earlier[0][0]} ({earlier[0][1]}); not sending it twice.")
+            send_id = earlier[0][0]
+            click.echo(f"'{essay.title}' was already queued as send #{send_id} ({earlier[0][1]}); not sending it twice.")
         else:
             send_id = queue(conn, essay.slug, built.subject, built.html, built.text, utcnow())
             click.echo(f"Queued '{essay.title}' as send #{send_id}")
     print_run(Scheduler(store, config, get_provider(config), load_secret(config)).run_once())
-    click.echo(f"Look at: {show(config.output_path / 'index.html')} (the web archive), "
-               f"{show(config.output_path / essay.slug / 'email.html')} (the email)")
+    click.echo("\nWhat to look at, and what to do next:")
     if config.provider == "outbox":
-        click.echo(f"         {show(config.outbox_path)}/send-*/ (one .eml per subscriber: open one in your mail app)")
+        click.echo(f"  {show(config.outbox_path / f'send-{send_id}')}/  one .eml file per subscriber: open one in your mail app")
+    click.echo(f"  {show(config.output_path / essay.slug / 'email.html')}  the email; "
+               f"{show(config.output_path / 'index.html')}  the web archive")
+    click.echo("  newsletter preview   every issue in the browser at desktop and phone width, reloading as you write")
+    click.echo(f"  newsletter serve     the public site at {config.base_url}: archive, feed and the unsubscribe links")
+    click.echo("  newsletter init PATH start a newsletter of your own (see the README)")

@@ -41,10 +41,10 @@ def queue(issue: str, when: str, zone: str | None, yes: bool, again: bool, force
     from ..store.schema import utcnow
 
     config = settings()
+    now = utcnow()
+    send_time = parse_send_time(when, zone or config.timezone, now)  # a mistyped time fails before the build
     essay, built = ready_issue(config, issue)
     refuse_unless_checked(config, essay, force=force, say=click.echo)
-    now = utcnow()
-    send_time = parse_send_time(when, zone or config.timezone, now)
     at = send_time.utc
     store = open_store(config)
     with store.engine.connect() as conn:
@@ -122,7 +122,12 @@ def sends_() -> None:
 @cli.command()
 @click.argument("send_id", metavar="SEND", type=int)
 def cancel(send_id: int) -> None:
-    """Cancel SEND. A send in progress stops after its current batch."""
+    """Cancel SEND. A send in progress stops after its current batch.
+
+    \b
+    Examples:
+      newsletter cancel 3
+    """
     from ..sends import cancel as cancel_send
 
     with open_store(settings()).begin() as conn:
@@ -149,7 +154,17 @@ def resolve(send_id: int, resend: bool, mark_sent: bool, send_late: bool) -> Non
 @click.argument("issue")
 @click.option("--to", "address", required=True, help="Where to send the test copy.")
 def test_copy(issue: str, address: str) -> None:
-    """Send one copy of ISSUE (a draft too) to ADDRESS now. No send is recorded."""
+    """Send one copy of ISSUE (a draft too) to ADDRESS now, to check it in a real mail app.
+
+    No send is recorded. The subject starts with [TEST], and the copy's
+    unsubscribe link opens a page saying it came from a test copy: it
+    unsubscribes nobody.
+
+    \b
+    Examples:
+      newsletter test say-what-you-mean --to me@example.org
+      NEWSLETTER_PROVIDER=smtp newsletter test say-what-you-mean --to me@example.org
+    """
     from ..build import ready_issue
     from ..providers import get_provider
     from ..sends import send_test_copy
@@ -173,6 +188,11 @@ def scheduler(once: bool, poll: float) -> None:
     scheduler cannot send twice. A batch that may or may not have reached the
     provider when a scheduler died is reported as in doubt for the editor to
     resolve; a send found more than grace_hours late is held until confirmed.
+
+    \b
+    Examples:
+      newsletter scheduler --once          # from cron or a systemd timer
+      newsletter scheduler --poll 60       # as a long-running service
     """
     import signal
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .common import cli, open_store, progress_bar, settings
+
+if TYPE_CHECKING:
+    from ..store.subscribers import Subscriber
 
 STATUS_CHOICE = click.Choice(["active", "pending", "unsubscribed", "bounced", "complained", "all"])
 
@@ -25,6 +29,11 @@ def subscribers() -> None:
 
     Unsubscribed, bounced and complained addresses are suppressions: they are
     kept and never made active again by an import or an add.
+
+    \b
+    Examples:
+      newsletter subscribers import readers.csv --dry-run
+      newsletter subscribers list --status all --json
     """
 
 
@@ -214,24 +223,71 @@ def _when(moment: datetime | None) -> str:
 
 @subscribers.command("list")
 @click.option("--status", type=STATUS_CHOICE, default="active", show_default=True, help="Which subscribers to list.")
-def list_(status: str) -> None:
-    """Print one subscriber a line: address, status, name.
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of every field, for scripts.")
+def list_(status: str, as_json: bool) -> None:
+    """List subscribers: address, status and name, one a line, fitted to the
+    terminal's width (a long name is cut short with …; --json has it whole).
 
     \b
     Examples:
+      newsletter subscribers list
+      newsletter subscribers list --status unsubscribed
       newsletter subscribers list --status pending    # signed up, not yet confirmed
-      newsletter subscribers list --status all
+      newsletter subscribers list --status all --json > list.json
     """
+    import json
+    import shutil
+
     from ..store import subscribers as ops
 
     with open_store(settings()).engine.connect() as conn:
-        for subscriber in ops.iter_subscribers(conn, _statuses(status)):
-            click.echo(f"{subscriber.email}\t{subscriber.status}\t{subscriber.name}")
+        found = list(ops.iter_subscribers(conn, _statuses(status)))
+    if as_json:
+        click.echo(json.dumps([_as_json(s) for s in found], ensure_ascii=False, indent=1))
+        return
+    if not found:
+        click.echo(f"No {'' if status == 'all' else status + ' '}subscribers.", err=True)
+        return
+    for line in _fitted(found, shutil.get_terminal_size().columns):
+        click.echo(line)
+
+
+def _as_json(subscriber: Subscriber) -> dict[str, object]:
+    import dataclasses
+
+    fields = dataclasses.asdict(subscriber)
+    return {key: value.isoformat() + "Z" if isinstance(value, datetime) else value for key, value in fields.items()}
+
+
+def _fitted(found: list[Subscriber], width: int) -> list[str]:
+    """Three columns in `width` terminal cells: the address whole if it can be, the name gets what is left."""
+    from rich.cells import cell_len, set_cell_size
+
+    def cut(text: str, cells: int) -> str:
+        if cell_len(text) <= cells:
+            return set_cell_size(text, cells)
+        return set_cell_size(text, max(cells - 1, 0)) + ("…" if cells else "")
+
+    gap = 2
+    status_w = max(cell_len("status"), *(cell_len(s.status) for s in found))
+    email_w = max(cell_len("email"), *(cell_len(s.email) for s in found))
+    email_w = max(min(email_w, width - status_w - 2 * gap - 4), 10)  # the address first; the name 4 cells at least
+    name_w = max(width - email_w - status_w - 2 * gap, 0)
+    lines = []
+    for email, state, name in [("email", "status", "name"), *((s.email, s.status, s.name) for s in found)]:
+        line = cut(email, email_w) + " " * gap + cut(state, status_w) + " " * gap + cut(name, name_w)
+        lines.append(line.rstrip())
+    return lines
 
 
 @subscribers.command("count")
 def count() -> None:
-    """How many subscribers have each status."""
+    """How many subscribers have each status.
+
+    \b
+    Examples:
+      newsletter subscribers count
+    """
     from ..store import subscribers as ops
 
     with open_store(settings()).engine.connect() as conn:

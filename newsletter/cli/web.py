@@ -18,6 +18,11 @@ def preview(port: int, no_open: bool) -> None:
     into its own folder (.newsletter/preview/), so drafts are never published. Saving an essay or a template rebuilds what
     changed and the open page reloads by itself; a broken essay shows its
     error in the page.
+
+    \b
+    Examples:
+      newsletter preview
+      newsletter preview --port 8002 --no-open
     """
     import threading
     import webbrowser
@@ -45,8 +50,14 @@ def serve(host: str, port: int) -> None:
     unsubscribe links (GET shows a button, POST unsubscribes; RFC 8058
     one-click) and SendGrid's signed Event Webhook at /webhooks/sendgrid.
 
-    Put it behind your web server at the base_url setting. Webhook calls are
-    refused unless SENDGRID_WEBHOOK_PUBLIC_KEY is set.
+    Put it behind your web server at the base_url setting (the README has a
+    systemd unit and a Caddy block). Webhook calls are refused unless
+    SENDGRID_WEBHOOK_PUBLIC_KEY is set.
+
+    \b
+    Examples:
+      newsletter serve
+      NEWSLETTER_BASE_URL=https://news.example.org newsletter serve --port 8000
     """
     import logging
 

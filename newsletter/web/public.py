@@ -23,7 +23,7 @@ from ..render import template_environment
 from ..store import Store
 from ..store import subscribers as ops
 from ..store.schema import SUPPRESSED
-from ..tokens import BadToken, Signer, fallback_secrets
+from ..tokens import TEST_COPY_SUBSCRIBER, BadToken, Signer, fallback_secrets
 from .hardening import BodyLimit, HardenedStarlette, security_headers
 from .subscribe import signup_routes
 from .published import PublishedFiles
@@ -80,6 +80,19 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
             log.warning("unsubscribe refused: the token names no subscriber on this list")
         return subscriber
 
+    def test_copy_page(request: Request) -> HTMLResponse | None:
+        """The page for a test copy's link (`newsletter test`), which names no subscriber; else None."""
+        try:
+            token = signer.verify(request.query_params.get("token", ""))
+        except BadToken:
+            return None
+        if token.subscriber_id != TEST_COPY_SUBSCRIBER:
+            return None
+        return page(200, "This was a test copy",
+                    f"This link came from a test copy of {settings.site_name} sent with `newsletter test`, so it "
+                    "unsubscribes nobody. In the issue your readers get, the same link unsubscribes the reader "
+                    "it was sent to, with one click.")
+
     def bad_link() -> HTMLResponse:
         return page(400, "This link does not work",
                     "The unsubscribe link is incomplete or not one of ours. Please use the link from the newsletter "
@@ -87,6 +100,8 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
 
     async def unsubscribe_form(request: Request) -> Response:
         # Changes nothing: mail scanners open links to check them.
+        if test_copy := test_copy_page(request):
+            return test_copy
         subscriber = await run_in_threadpool(subscriber_for, request)
         if subscriber is None:
             return bad_link()
@@ -97,6 +112,8 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
                     form_action="?" + request.url.query)
 
     async def unsubscribe(request: Request) -> Response:
+        if test_copy := test_copy_page(request):
+            return test_copy
         subscriber = await run_in_threadpool(subscriber_for, request)
         if subscriber is None:
             return bad_link()
