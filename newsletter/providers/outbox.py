@@ -1,7 +1,8 @@
 """The embedded default: one .eml file per recipient under outbox/<send>/, no account needed.
 
-Each delivery has one stable file name and is written atomically, so sending
-a delivery again rewrites the same file: nobody can get two copies.
+Each delivery has one stable file name and is written whole or not at all
+(outbox_folder.py), so sending a delivery again rewrites the same file: nobody
+can get two copies, and a kill leaves no half-written file behind.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from ..atomic import write_atomic
 from ..config import Settings
 from ..messages import Issue, Recipient, build_message
+from .outbox_folder import OutboxFolder
 
 
 class OutboxProvider:
@@ -21,6 +22,7 @@ class OutboxProvider:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.folder = settings.outbox_path
+        self.files = OutboxFolder(self.folder)
 
     def path_for(self, issue: Issue, recipient: Recipient) -> Path:
         if issue.send_id is None or recipient.delivery_id is None:
@@ -32,5 +34,5 @@ class OutboxProvider:
     def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
         for recipient in recipients:
             message = build_message(self.settings, issue, recipient)
-            write_atomic(self.path_for(issue, recipient), message.as_bytes(), durable=True)
+            self.files.write(self.path_for(issue, recipient), message.as_bytes())
         return {}
