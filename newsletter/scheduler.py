@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, literal, select, update
 
 from .config import Settings
-from .messages import Issue, Recipient
+from .messages import Issue, Recipient, send_key
 from .providers import IDEMPOTENT, DeliveryFailed, OutcomeUnknown, Provider
 from .sends import finish_if_complete
 from .store import Store
@@ -229,7 +229,8 @@ class Scheduler:
     def _issue(self, conn: Connection, send_id: int) -> Issue:
         if send_id not in self._issues:
             row = conn.execute(select(sends).where(sends.c.id == send_id)).one()
-            self._issues[send_id] = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text, send_id=row.id)
+            self._issues[send_id] = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text, send_id=row.id,
+                                          message_key=send_key(self.signer.token, row.id, row.created_at))
         return self._issues[send_id]
 
     def _send(self, claim: Claim, report: RunReport) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import signal
 import subprocess
@@ -80,6 +82,8 @@ def test_a_kill_between_write_and_rename_leaves_one_eml_per_reader_and_no_tempor
             os.kill(victim.pid, signal.SIGKILL)
         victim.communicate()
     assert left[0].exists()
+    half_sent = left[0].name.split(".")[1]  # ".00000007.eml.<writer>.tmp": delivery 7
+    first_id = email.message_from_bytes(left[0].read_bytes(), policy=email.policy.default)["Message-ID"]
 
     rerun = subprocess.run([sys.executable, "-m", "newsletter", "scheduler", "--once"], cwd=newsletter_with_list.root,
                            capture_output=True, text=True, timeout=120)
@@ -90,6 +94,8 @@ def test_a_kill_between_write_and_rename_leaves_one_eml_per_reader_and_no_tempor
         sent = dict(conn.execute(select(deliveries.c.id, deliveries.c.subscriber_id).where(deliveries.c.status == "sent")).all())
     assert set(files) == set(sent), "exactly one .eml per delivered recipient"
     assert set(sent.values()) == readers(store)
+    again = email.message_from_bytes(files[int(half_sent)].read_bytes(), policy=email.policy.default)
+    assert again["Message-ID"] == first_id, "a copy written again after a crash is the same message"
 
 
 @pytest.fixture

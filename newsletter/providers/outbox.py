@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from ..config import Settings
-from ..messages import Issue, Recipient, build_message
+from ..messages import Issue, Recipient, personal_copy
 from .outbox_folder import OutboxFolder
 
 
@@ -33,6 +33,5 @@ class OutboxProvider:
 
     def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
         for recipient in recipients:
-            message = build_message(self.settings, issue, recipient)
-            self.files.write(self.path_for(issue, recipient), message.as_bytes())
+            self.files.write(self.path_for(issue, recipient), personal_copy(self.settings, issue, recipient))
         return {}

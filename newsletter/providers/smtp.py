@@ -10,7 +10,7 @@ import time
 from urllib.parse import unquote, urlsplit
 
 from ..config import ConfigError, Settings
-from ..messages import Issue, Recipient, build_message
+from ..messages import Issue, Recipient, personal_copy
 from . import DeliveryFailed, OutcomeUnknown
 
 
@@ -64,9 +64,9 @@ class SmtpProvider:
         sent = 0
         try:
             for recipient in recipients:
-                message = build_message(self.settings, issue, recipient)
+                data = personal_copy(self.settings, issue, recipient)
                 try:
-                    server.send_message(message, to_addrs=[recipient.email])
+                    server.sendmail(self.settings.sender_address, [recipient.email], data)
                 except smtplib.SMTPRecipientsRefused as exc:
                     code, reason = next(iter(exc.recipients.values()))
                     refused[recipient.delivery_id or 0] = f"{code} {reason.decode(errors='replace')}"
