@@ -48,6 +48,7 @@ def test_each_personalization_carries_its_own_link_headers_and_ids(sendgrid_env,
     body = accepted[0].body
     assert body["subject"] == "Happy Families? Sorry – but let’s talk about New Labour"
     assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert body["headers"]["List-Id"].endswith(".127.0.0.1>") and "Say What You Mean" in body["headers"]["List-Id"]
     assert all(UNSUBSCRIBE_PLACEHOLDER in c["value"] for c in body["content"]), "the issue goes once, with the tag"
     links = set()
     for person in accepted:

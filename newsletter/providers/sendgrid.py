@@ -37,7 +37,7 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from ..config import ConfigError, Settings
-from ..messages import ONE_CLICK, Issue, Recipient
+from ..messages import ONE_CLICK, Issue, Recipient, list_id
 from ..personalize import UNSUBSCRIBE_PLACEHOLDER
 from . import DeliveryFailed, OutcomeUnknown
 from .retry import NotTaken, RetryPolicy
@@ -101,6 +101,7 @@ class SendGridProvider:
             "personalizations": personalizations,
             "from": sender,
             "subject": issue.subject,
+            "headers": {"List-Id": list_id(self.settings)},
             "content": [{"type": "text/plain", "value": issue.text}, {"type": "text/html", "value": issue.html}],
         }
 
