@@ -11,6 +11,7 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from .errors import NewsletterError
@@ -83,13 +84,13 @@ class Settings:
             return self.database_url
         return f"sqlite:///{self.data_path / 'newsletter.db'}"
 
-    @property
+    @cached_property  # parsed once: it is asked for every message
     def sender_address(self) -> str:
         from email.utils import parseaddr
 
         return parseaddr(self.sender)[1]
 
-    @property
+    @cached_property
     def sender_name(self) -> str:
         from email.utils import parseaddr
 
