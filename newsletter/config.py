@@ -17,7 +17,6 @@ from pathlib import Path
 from .errors import NewsletterError
 
 CONFIG_FILE = "newsletter.toml"
-PROVIDERS = ("outbox", "smtp", "sendgrid")
 
 # Secrets live in the environment only; naming one in newsletter.toml is an error.
 SECRET_ENV = {
@@ -167,7 +166,9 @@ def load_settings(root: Path | None = None, environ: dict[str, str] | None = Non
         if env.get(name):
             values[key] = env[name]
 
+    from .providers import REGISTRY  # imported here, as it imports this module
+
     provider = values.get("provider", "outbox")
-    if provider not in PROVIDERS:
-        raise ConfigError(f"provider: '{provider}' is not one of {', '.join(PROVIDERS)}")
+    if provider not in REGISTRY:
+        raise ConfigError(f"provider: '{provider}' is not one of {', '.join(REGISTRY)}")
     return Settings(root=root, **values)  # type: ignore[arg-type]

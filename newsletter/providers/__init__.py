@@ -9,6 +9,9 @@ recipients it refused (delivery id → reason) and raises:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
 from typing import Protocol
 
 from ..config import ConfigError, Settings
@@ -33,26 +36,37 @@ class Provider(Protocol):
     def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]: ...
 
 
-# By provider name: can a delivery be sent again without reaching the reader twice?
-# Recovery asks this of the provider recorded on a batch, which may not be the one running now.
-IDEMPOTENT = {"outbox": True, "smtp": False, "sendgrid": False}
+@dataclass(frozen=True)
+class ProviderKind:
+    """A provider as the rest of the system knows it: the one registry entry per provider."""
+
+    name: str  # NEWSLETTER_PROVIDER's value, and what a batch records as its provider
+    target: str  # "module:Class"; imported only when chosen, so each brings in its own library only then
+    # Can a delivery be sent again without reaching the reader twice? Recovery asks this of
+    # the provider recorded on a batch, which may not be the one running now.
+    idempotent: bool
+
+    def load(self) -> Callable[[Settings], Provider]:
+        module, _, name = self.target.partition(":")
+        found: Callable[[Settings], Provider] = getattr(import_module(module), name)
+        return found
+
+
+REGISTRY: dict[str, ProviderKind] = {kind.name: kind for kind in (
+    ProviderKind("outbox", "newsletter.providers.outbox:OutboxProvider", idempotent=True),
+    ProviderKind("smtp", "newsletter.providers.smtp:SmtpProvider", idempotent=False),
+    ProviderKind("sendgrid", "newsletter.providers.sendgrid:SendGridProvider", idempotent=False),
+)}
+IDEMPOTENT: dict[str, bool] = {kind.name: kind.idempotent for kind in REGISTRY.values()}
 
 
 def get_provider(settings: Settings) -> Provider:
     """The provider the settings choose (NEWSLETTER_PROVIDER or newsletter.toml)."""
-    if settings.provider == "outbox":
-        from .outbox import OutboxProvider
-
-        return OutboxProvider(settings)
-    if settings.provider == "smtp":
-        from .smtp import SmtpProvider
-
-        return SmtpProvider(settings)
-    if settings.provider == "sendgrid":
-        from .sendgrid import SendGridProvider
-
-        return SendGridProvider(settings)
-    raise ConfigError(f"provider: '{settings.provider}' is not one of outbox, smtp, sendgrid")
+    kind = REGISTRY.get(settings.provider)
+    if kind is None:
+        raise ConfigError(f"provider: '{settings.provider}' is not one of {', '.join(REGISTRY)}")
+    return kind.load()(settings)
 
 
-__all__ = ["DeliveryFailed", "IDEMPOTENT", "OutcomeUnknown", "Provider", "Recipient", "get_provider"]
+__all__ = ["IDEMPOTENT", "REGISTRY", "DeliveryFailed", "OutcomeUnknown", "Provider", "ProviderKind", "Recipient",
+           "get_provider"]
