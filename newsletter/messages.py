@@ -9,7 +9,6 @@ compare them recipient by recipient (tests/test_personal_copy.py).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import re
@@ -95,9 +94,13 @@ def message_id(settings: Settings, issue: Issue, recipient: Recipient) -> str:
     domain = settings.sender_address.rpartition("@")[2] or "localhost"
     if recipient.delivery_id is None or not issue.message_key:
         return f"<{uuid.uuid4().hex}@{domain}>"  # a test copy is a new message every time
-    key = hashlib.sha256(issue.message_key.encode()).digest()
-    digest = hashlib.blake2b(str(recipient.delivery_id).encode(), key=key, digest_size=20).digest()
-    return f"<{base64.b32encode(digest).decode('ascii').lower()}@{domain}>"
+    digest = hashlib.blake2b(str(recipient.delivery_id).encode(), key=_id_key(issue.message_key), digest_size=16)
+    return f"<{digest.hexdigest()}@{domain}>"
+
+
+@lru_cache(maxsize=16)
+def _id_key(message_key: str) -> bytes:
+    return hashlib.sha256(message_key.encode()).digest()
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -206,13 +209,23 @@ class Prepared:
         return b"".join(out)
 
 
-@lru_cache(maxsize=8)
+_prepared: dict[tuple[int, int], tuple[Settings, Issue, Prepared | None]] = {}
+
+
 def prepared(settings: Settings, issue: Issue) -> Prepared | None:
-    """The issue's prepared message, made once; None if it cannot be prepared (then each copy is built whole)."""
+    """The issue's prepared message, made once for these very objects (the scheduler keeps one
+    Issue per send); None if it cannot be prepared, and then each copy is built whole."""
+    found = _prepared.get((id(settings), id(issue)))
+    if found is not None and found[0] is settings and found[1] is issue:
+        return found[2]
     try:
-        return Prepared(settings, issue)
+        ready: Prepared | None = Prepared(settings, issue)
     except ValueError:
-        return None
+        ready = None
+    if len(_prepared) >= 8:
+        _prepared.pop(next(iter(_prepared)))
+    _prepared[(id(settings), id(issue))] = (settings, issue, ready)
+    return ready
 
 
 def personal_copy(settings: Settings, issue: Issue, recipient: Recipient, utf8: bool = False) -> bytes:
