@@ -112,7 +112,9 @@ def small_disk(newsletter_with_list: Settings) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(outbox)], check=False)
 
 
-def test_a_full_outbox_gives_one_clear_line_and_loses_nothing(newsletter_with_list: Settings, store: Store, small_disk: Path) -> None:
+def test_a_full_outbox_gives_one_clear_line_and_loses_nothing(newsletter_with_list: Settings, store: Store, small_disk: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_RETRY_AFTER", "0.01")  # where deferred deliveries are retried: at once
     queue_now()
     result = run("scheduler", "--once")
     output = result.output  # type: ignore[attr-defined]
