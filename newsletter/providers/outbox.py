@@ -12,7 +12,12 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..config import Settings
-from ..messages import Issue, Recipient, build_message
+from ..addressing import needs_smtputf8
+from ..messages import HEADER_POLICY, Issue, Recipient, build_message
+from ..store.schema import DeliveryStatus
+from . import Outcomes
+
+UTF8_POLICY = HEADER_POLICY.clone(utf8=True)
 
 
 class OutboxProvider:
@@ -29,8 +34,16 @@ class OutboxProvider:
             return self.folder / "test" / f"{stamp}-{safe}.eml"
         return self.folder / f"send-{issue.send_id}" / f"{recipient.delivery_id:08d}.eml"
 
-    def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
+    def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
         for recipient in recipients:
-            message = build_message(self.settings, issue, recipient)
-            write_atomic(self.path_for(issue, recipient), message.as_bytes(), durable=True)
+            if not outcomes.may_send():
+                return {}
+            try:
+                message = build_message(self.settings, issue, recipient)
+                data = message.as_bytes(policy=UTF8_POLICY) if needs_smtputf8(recipient.email) else message.as_bytes()
+            except Exception as exc:  # noqa: BLE001 - one recipient's message must not stop the others
+                outcomes.settle(recipient, DeliveryStatus.FAILED, f"the message could not be built: {type(exc).__name__}: {exc}")
+                continue
+            write_atomic(self.path_for(issue, recipient), data, durable=True)
+            outcomes.settle(recipient, DeliveryStatus.SENT)
         return {}

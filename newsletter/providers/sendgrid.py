@@ -26,7 +26,7 @@ from sendgrid import SendGridAPIClient
 from ..config import ConfigError, Settings
 from ..messages import ONE_CLICK, Issue, Recipient
 from ..personalize import UNSUBSCRIBE_PLACEHOLDER
-from . import DeliveryFailed, OutcomeUnknown
+from . import DeliveryFailed, OutcomeUnknown, Outcomes
 
 MAX_PERSONALIZATIONS = 1000
 
@@ -111,7 +111,8 @@ class SendGridProvider:
                 raise OutcomeUnknown(f"no answer from SendGrid ({exc}); it may have taken the batch") from None
         raise DeliveryFailed(f"gave up after {self.max_attempts} attempts; {last}", retryable=True)
 
-    def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
+    def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
+        # The request is taken whole or not at all: nothing to settle one by one.
         if len(recipients) > MAX_PERSONALIZATIONS:
             raise ValueError(f"a SendGrid batch holds at most {MAX_PERSONALIZATIONS} recipients")
         self._post(self.payload(issue, recipients))
