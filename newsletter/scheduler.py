@@ -330,6 +330,8 @@ class Scheduler:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug in one send must not stop the others
             self._hold_broken(claimed, recipients, ledger, per_message, exc, report)
+            self._finish(claimed, report)
+            return True  # that send is held; the others go on
         else:
             ledger.flush()
             unsettled = [r for r in recipients if r.delivery_id not in ledger.settled]
