@@ -162,3 +162,62 @@ def test_the_database_going_away_mid_send_is_one_line_and_nothing_delivered_goes
     doubtful = {m["email"] for m in detail["missed"] if m["outcome"] == "in_doubt"}
     assert len(doubtful) <= 1 and detail["counts"]["sent"] + len(doubtful) == len(everyone)
     assert set(received) >= everyone - doubtful, "everyone else got their copy"
+
+
+def test_a_scheduler_that_lost_its_lease_leaves_the_new_owners_claim_alone(newsletter_with_list: Settings, store: Store) -> None:
+    import dataclasses
+
+    from sqlalchemy import select, update
+
+    from newsletter.providers import Outcomes
+    from newsletter.scheduler import Scheduler
+    from newsletter.store.schema import DeliveryStatus, batches, schedulers
+
+    settings = dataclasses.replace(newsletter_with_list, batch_size=1000, lease_seconds=LEASE)
+    everyone = readers(store, 20)
+    assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
+    seen: list[str] = []
+
+    class OneByOne:
+        name = "smtp"
+
+        def __init__(self, on_first=None) -> None:  # noqa: ANN001
+            self.on_first = on_first
+
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+            for recipient in recipients:
+                if not outcomes.may_send():
+                    return {}
+                seen.append(recipient.email)
+                outcomes.settle(recipient, DeliveryStatus.SENT)
+                if self.on_first:
+                    self.on_first, hook = None, self.on_first
+                    hook()
+            return {}
+
+    first = Scheduler(store, settings, OneByOne(), "secret")
+    second = Scheduler(store, settings, OneByOne(), "secret")
+
+    def paused_past_the_lease() -> None:
+        with store.begin() as conn:  # the lease runs out while the first is frozen…
+            conn.execute(update(schedulers).where(schedulers.c.id == first.id).values(lease_until=utcnow()))
+        first._lease_ok_until = 0.0  # …and its own clock says so too
+        second._register()
+        second._recover(second_report)
+        second._claimed = second._claim()  # the second takes the batch over
+        assert second._claimed is not None
+
+    from newsletter.scheduler import RunReport
+
+    second_report = RunReport()
+    first.provider = OneByOne(paused_past_the_lease)
+    report = first.run_once()
+    assert report.lease_lost
+    with store.engine.connect() as conn:
+        batch = conn.execute(select(batches)).one()
+    assert batch.status == "in_flight" and batch.claimed_by == second.id, "the second scheduler's claim stands"
+    second._send(second._claimed, second_report)
+    second._unregister()
+    doubtful = {m["email"] for m in json.loads(run("sends", "1", "--json").output)["missed"] if m["outcome"] == "in_doubt"}
+    assert len(doubtful) == 1, "what the first may have had on the wire when it froze"
+    assert set(Counter(seen).values()) == {1} and set(seen) == everyone - doubtful, "everyone else once"
