@@ -48,6 +48,9 @@ class Settings:
     sendgrid_host: str = "https://api.sendgrid.com"
     batch_size: int = 500
     grace_hours: float = 24.0
+    retry_after: float = 300.0  # seconds before a temporarily refused delivery is tried again; doubled each time
+    retry_for_hours: float = 24.0  # then it fails with the last answer
+    lease_seconds: float = 60.0  # a scheduler's claims are its own this long after its last renewal
     timezone: str = "UTC"
     language: str = "en"
     secret: str = field(default="", repr=False)

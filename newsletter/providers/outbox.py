@@ -12,7 +12,10 @@ import re
 from pathlib import Path
 
 from ..config import Settings
+from ..addressing import needs_smtputf8
 from ..messages import Issue, Recipient, personal_copy
+from ..store.schema import DeliveryStatus
+from . import Outcomes
 from .outbox_folder import OutboxFolder
 
 
@@ -31,7 +34,15 @@ class OutboxProvider:
             return self.folder / "test" / f"{stamp}-{safe}.eml"
         return self.folder / f"send-{issue.send_id}" / f"{recipient.delivery_id:08d}.eml"
 
-    def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
+    def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
         for recipient in recipients:
-            self.files.write(self.path_for(issue, recipient), personal_copy(self.settings, issue, recipient))
+            if not outcomes.may_send():
+                return {}
+            try:
+                data = personal_copy(self.settings, issue, recipient, utf8=needs_smtputf8(recipient.email))
+            except Exception as exc:  # noqa: BLE001 - one recipient's message must not stop the others
+                outcomes.settle(recipient, DeliveryStatus.FAILED, f"the message could not be built: {type(exc).__name__}: {exc}")
+                continue
+            self.files.write(self.path_for(issue, recipient), data)
+            outcomes.settle(recipient, DeliveryStatus.SENT)
         return {}

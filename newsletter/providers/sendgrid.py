@@ -39,7 +39,7 @@ from sendgrid import SendGridAPIClient
 from ..config import ConfigError, Settings
 from ..messages import ONE_CLICK, Issue, Recipient, list_id
 from ..personalize import UNSUBSCRIBE_PLACEHOLDER
-from . import DeliveryFailed, OutcomeUnknown
+from . import DeliveryFailed, OutcomeUnknown, Outcomes
 from .retry import NotTaken, RetryPolicy
 
 MAX_PERSONALIZATIONS = 1000
@@ -129,7 +129,8 @@ class SendGridProvider:
     def _post(self, body: dict) -> None:
         self.policy().call(lambda: self._attempt(body))
 
-    def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
+    def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
+        # The request is taken whole or not at all: nothing to settle one by one.
         if len(recipients) > MAX_PERSONALIZATIONS:
             raise ValueError(f"a SendGrid batch holds at most {MAX_PERSONALIZATIONS} recipients")
         self._post(self.payload(issue, recipients))
