@@ -221,14 +221,14 @@ def test_a_message_that_cannot_be_built_fails_that_recipient_alone_in_the_outbox
                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from newsletter.providers import outbox
 
-    real = outbox.build_message
+    real = outbox.personal_copy
 
-    def build(settings, issue, recipient):  # noqa: ANN001, ANN202
+    def build(settings, issue, recipient, utf8=False):  # noqa: ANN001, ANN202
         if recipient.email.startswith("ada."):
             raise ValueError("cannot build this one")
-        return real(settings, issue, recipient)
+        return real(settings, issue, recipient, utf8)
 
-    monkeypatch.setattr(outbox, "build_message", build)
+    monkeypatch.setattr(outbox, "personal_copy", build)
     assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
     result = run("scheduler", "--once")
     assert result.exit_code == 0 and "Traceback" not in result.output

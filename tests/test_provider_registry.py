@@ -29,6 +29,6 @@ def test_every_registered_provider_loads_under_its_own_name(settings: Settings) 
 def test_config_and_get_provider_accept_exactly_what_the_registry_holds(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="'pigeon' is not one of outbox, smtp, sendgrid"):
         load_settings(project, environ={"NEWSLETTER_PROVIDER": "pigeon"})
-    monkeypatch.setitem(REGISTRY, "pigeon", ProviderKind("pigeon", f"{__name__}:Pigeon", idempotent=True))
+    monkeypatch.setitem(REGISTRY, "pigeon", ProviderKind("pigeon", f"{__name__}:Pigeon", idempotent=True, settles_each=True))
     chosen = load_settings(project, environ={"NEWSLETTER_PROVIDER": "pigeon"})
     assert isinstance(get_provider(chosen), Pigeon)
