@@ -14,13 +14,13 @@ import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import NewsletterError
 
 CONFIG_FILE = "newsletter.toml"
-PROVIDERS = ("outbox", "smtp", "sendgrid")
 
 # Secrets live in the environment only; naming one in newsletter.toml is an error.
 SECRET_ENV = {
@@ -61,6 +61,9 @@ class Settings:
     sendgrid_host: str = "https://api.sendgrid.com"
     batch_size: int = 500
     grace_hours: float = 24.0
+    retry_after: float = 300.0  # seconds before a temporarily refused delivery is tried again; doubled each time
+    retry_for_hours: float = 24.0  # then it fails with the last answer
+    lease_seconds: float = 60.0  # a scheduler's claims are its own this long after its last renewal
     timezone: str = "UTC"
     language: str = "en"
     # The signup form (see signup.py).
@@ -107,13 +110,13 @@ class Settings:
             return self.database_url
         return f"sqlite:///{self.data_path / 'newsletter.db'}"
 
-    @property
+    @cached_property  # parsed once: it is asked for every message
     def sender_address(self) -> str:
         from email.utils import parseaddr
 
         return parseaddr(self.sender)[1]
 
-    @property
+    @cached_property
     def sender_name(self) -> str:
         from email.utils import parseaddr
 
@@ -261,9 +264,11 @@ def load_settings(root: Path | None = None, environ: dict[str, str] | None = Non
         return sources.get(key, "the default")
 
     warnings: list[str] = []
+    from .providers import REGISTRY  # imported here, as it imports this module
+
     provider = values.get("provider", "outbox")
-    if provider not in PROVIDERS:
-        raise ConfigError(f"{where('provider')}: 'provider': '{provider}' is not one of {', '.join(PROVIDERS)}")
+    if provider not in REGISTRY:
+        raise ConfigError(f"{where('provider')}: 'provider': '{provider}' is not one of {', '.join(REGISTRY)}")
     batch_size = values.get("batch_size", 500)
     assert isinstance(batch_size, int)
     if batch_size > BATCH_SIZE_MAX:

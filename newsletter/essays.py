@@ -155,6 +155,8 @@ def read_essay(path: Path) -> Essay:
     title = meta["title"]
     if not isinstance(title, str):
         raise EssayError(path, _key_line(text, "title"), "title must be text; put it in quotes")
+    if any(c in title.strip() for c in "\r\n\x0b\x0c\x85\u2028\u2029"):
+        raise EssayError(path, _key_line(text, "title"), "title has a line break; it is the email's Subject, so keep it on one line")
     summary = meta.get("summary") or ""
     if not isinstance(summary, str):
         raise EssayError(path, _key_line(text, "summary"), "summary must be text; put it in quotes")

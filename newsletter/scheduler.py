@@ -1,25 +1,47 @@
-"""The scheduler: sends due issues to the list, each recipient exactly once.
+"""The scheduler: sends due issues to the list, each recipient exactly once,
+and records one outcome per recipient as it happens.
 
-Where the exactly-once guarantee lives
---------------------------------------
-1. Freeze (`_start`). When a send starts, one transaction moves it from
-   queued to sending (a compare-and-set, so only one scheduler wins) and
-   writes one delivery per active subscriber, grouped into numbered batches.
-   The list is fixed from then on; an unsubscribe before a batch goes is
-   still honoured when that batch is sent.
-2. Claim (`_claim`). A batch moves pending → in_flight in its own committed
+Where the guarantee lives
+-------------------------
+Every delivery (one recipient of one send) ends with one outcome
+(store.schema.DeliveryStatus): sent; failed, for good, with the server's code
+and text; deferred, refused for now and tried again later; skipped,
+unsubscribed since the send was frozen; or in doubt, when it may have been
+accepted and only the editor may send it again.
+
+1. Freeze (store.deliveries.freeze). When a send starts, one transaction moves
+   it from queued to sending (a compare-and-set: one scheduler wins) and writes
+   one delivery per active subscriber, grouped into numbered batches.
+2. Lease (store.deliveries.register / renew). A scheduler holds what it claims
+   under a lease of `lease_seconds`, renewed with every recorded outcome and by
+   a heartbeat. A lease that has run out is never renewed: a scheduler that
+   wakes after it (SIGSTOP, a frozen VM) finds out before its next message
+   (`may_send`) and stops without sending more. Process ids play no part: they
+   repeat across containers that share a hostname.
+3. Claim (store.deliveries.claim). A batch moves pending → in_flight in its own
    transaction before the provider is called: `FOR UPDATE SKIP LOCKED` on
    PostgreSQL, the write lock of `BEGIN IMMEDIATE` on SQLite, and in both a
-   compare-and-set on the status, so no two schedulers can hold one batch.
-3. Finish (`_finish`). Only after the provider answered is the batch marked
-   done and its deliveries sent.
-4. Recover (`_recover`). A batch still in flight whose scheduler is gone (its
-   process is dead, or its heartbeat stale) may or may not have reached the
-   provider. It becomes in_doubt and is never sent again without the editor
-   (`newsletter resolve SEND --resend | --mark-sent`), except with a provider
-   that is idempotent by construction (the outbox), where it simply goes back
-   to pending.
-A send is marked sent only when every one of its batches is done.
+   compare-and-set on the status. Subscribers unsubscribed since the freeze are
+   skipped here.
+4. Send and record (Ledger, store.deliveries.settle). SMTP and the outbox
+   settle each recipient before the next goes on the wire, and with SMTP each
+   outcome is committed at once: a crash, kill -9 or lost database leaves at
+   most the one message that was on the wire unrecorded. A 5xx fails that
+   recipient alone; a 4xx, or a connection lost before DATA, defers it, retried
+   from `retry_after` seconds doubling until `retry_for_hours`, then failed
+   with the last answer. SendGrid takes a request whole or not at all, so
+   there the batch is the unit of doubt.
+5. Finish (store.deliveries.finish). Only the scheduler still holding the claim
+   closes the batch: done when every delivery is settled, claimable again
+   otherwise (deferred ones at their retry time).
+6. Recover (store.deliveries.recover). A batch in flight under a lease that ran
+   out: with a per-message provider, its first unsettled delivery is in doubt
+   and the rest are claimable; with SendGrid every unsettled one is in doubt;
+   with the outbox (idempotent: a file per delivery) all go back to pending.
+Nothing in doubt is sent again without the editor (`newsletter resolve SEND
+--resend | --mark-sent`); failed ones only with `--retry-failed`. A send is
+sent when every batch is done. An unexpected error in one send holds that
+send with the error and the scheduler goes on with the others.
 """
 
 from __future__ import annotations
@@ -28,56 +50,102 @@ import datetime as dt
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Row
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .config import Settings
-from .messages import Issue, Recipient
-from .providers import IDEMPOTENT, DeliveryFailed, OutcomeUnknown, Provider
-from .sends import finish_if_complete
+from .errors import NewsletterError
+from .messages import Issue, Recipient, send_key
+from .providers import IDEMPOTENT, SETTLES_EACH, DeliveryFailed, OutcomeUnknown, Provider
 from .store import Store
-from .store.schema import batches, deliveries, schedulers, sends, subscribers, utcnow
+from .store import deliveries as ops
+from .store.deliveries import Claimed, Outcome, Retry
+from .store.schema import DeliveryStatus, SendStatus, sends, utcnow
 from .tokens import Signer, unsubscribe_url
 
-HEARTBEAT_SECONDS = 10.0
-STALE_AFTER = dt.timedelta(seconds=90)  # a scheduler silent this long is taken for dead
 MAX_BATCH = 1000  # SendGrid's limit per request; no provider gets more at once
+
+
+class StoreLost(NewsletterError):
+    """The database went away mid-send; what was recorded stands, the rest is resolved on restart."""
 
 
 @dataclass
 class RunReport:
     sent: int = 0
     skipped: int = 0  # unsubscribed (or bounced…) after the send was frozen
-    failed: int = 0  # refused by the provider, one by one
+    failed: int = 0  # refused for good, one by one
+    deferred: int = 0  # refused for now: tried again later
+    doubtful: int = 0  # may have been accepted: for the editor
     batches: int = 0
     started: list[int] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
     in_doubt: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     completed: list[int] = field(default_factory=list)  # sends that are now fully sent
+    next_retry: dt.datetime | None = None
+    lease_lost: bool = False
+
+    @property
+    def settled(self) -> int:
+        return self.sent + self.skipped + self.failed + self.deferred + self.doubtful
+
+    def count(self, status: DeliveryStatus) -> None:
+        name = {DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed", DeliveryStatus.DEFERRED: "deferred",
+                DeliveryStatus.IN_DOUBT: "doubtful", DeliveryStatus.SKIPPED: "skipped"}[status]
+        setattr(self, name, getattr(self, name) + 1)
 
 
-@dataclass
-class Claim:
-    """A batch this scheduler holds in flight, and what it needs to send it."""
+class Ledger:
+    """The Outcomes a provider reports to (see providers/__init__.py), for one claimed batch."""
 
-    batch: Row[Any]
-    issue: Issue
-    rows: Sequence[Any]  # rows of (delivery id, subscriber id, email, name, status) of its pending deliveries
+    def __init__(self, scheduler: Scheduler, claimed: Claimed, report: RunReport):
+        self.scheduler = scheduler
+        self.claimed = claimed
+        self.report = report
+        self.rows = {row.delivery_id: row for row in claimed.rows}
+        self.settled: set[int] = set()
+        provider = claimed.batch.provider or ""
+        # Idempotent providers can repeat a delivery harmlessly: their outcomes are recorded with the batch.
+        self.at_once = not IDEMPOTENT.get(provider, False)
+        self.buffer: list[Outcome] = []
 
+    def settle(self, recipient: Recipient, status: DeliveryStatus, reason: str = "") -> None:
+        delivery_id = recipient.delivery_id
+        if delivery_id is None or delivery_id in self.settled:
+            return
+        self.settled.add(delivery_id)
+        row = self.rows[delivery_id]
+        self.buffer.append(Outcome(delivery_id, status, reason, row.attempts, row.deferred_since))
+        if self.at_once:
+            self.flush()
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    def settle_rest(self, recipients: list[Recipient], status: DeliveryStatus, reason: str) -> None:
+        for recipient in recipients:
+            if recipient.delivery_id not in self.settled:
+                self.settled.add(recipient.delivery_id or 0)
+                row = self.rows[recipient.delivery_id or 0]
+                self.buffer.append(Outcome(row.delivery_id, status, reason, row.attempts, row.deferred_since))
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        outcomes, self.buffer = self.buffer, []
+        recorded = self.scheduler._record(outcomes)
+        for status in recorded:
+            self.report.count(status)
+        self.scheduler._progress(self.report)
+
+    def may_send(self) -> bool:
+        return self.scheduler._lease_held()
 
 
 class Scheduler:
@@ -91,66 +159,106 @@ class Scheduler:
         self.host = socket.gethostname()
         self.id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop = threading.Event()  # set it to stop after the current batch
+        self.lease = dt.timedelta(seconds=settings.lease_seconds)
+        self.retry = Retry(dt.timedelta(seconds=settings.retry_after), dt.timedelta(hours=settings.retry_for_hours))
         self._issues: dict[int, Issue] = {}
         self._beat: threading.Thread | None = None
+        self._beat_done = threading.Event()
+        self._lease_lock = threading.Lock()
+        self._lease_ok_until = 0.0  # time.monotonic() until which the lease is surely ours
+        self._lost = False
+        self._total = 0
 
-    # -- liveness ---------------------------------------------------------
+    # -- the lease ----------------------------------------------------------
+    def _renewed(self, started: float) -> None:
+        # Counted from before the renewal was asked for, with a margin: a lease is only trusted while surely valid.
+        self._lease_ok_until = started + self.lease.total_seconds() * 0.5
+
+    def _renew(self) -> bool:
+        with self._lease_lock:
+            if self._lost:
+                return False
+            started = time.monotonic()
+            with self.store.begin() as conn:
+                ok = ops.renew(conn, self.id, utcnow(), self.lease)
+            if ok:
+                self._renewed(started)
+            else:
+                self._lost = True
+            return ok
+
+    def _lease_held(self) -> bool:
+        """Asked before each message: True only while this scheduler's lease surely holds."""
+        if self._lost:
+            return False
+        if time.monotonic() < self._lease_ok_until:
+            return True
+        try:
+            return self._renew()
+        except SQLAlchemyError as exc:
+            raise self._lost_store(exc) from None
+
     def _register(self) -> None:
-        now = utcnow()
+        started = time.monotonic()
         with self.store.begin() as conn:
-            conn.execute(insert(schedulers).values(id=self.id, host=self.host, pid=os.getpid(), started_at=now, heartbeat_at=now))
-        done = threading.Event()
-        self._beat_done = done
+            ops.register(conn, self.id, self.host, os.getpid(), utcnow(), self.lease)
+        self._renewed(started)
+        self._beat_done = threading.Event()
+        interval = max(0.05, self.lease.total_seconds() / 4)
 
         def beat() -> None:
-            while not done.wait(HEARTBEAT_SECONDS):
+            while not self._beat_done.wait(interval):
                 try:
-                    with self.store.begin() as conn:
-                        conn.execute(update(schedulers).where(schedulers.c.id == self.id).values(heartbeat_at=utcnow()))
-                except Exception:  # noqa: BLE001 - a missed beat only makes others wary sooner
+                    if not self._renew():
+                        return
+                except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
                     pass
 
-        self._beat = threading.Thread(target=beat, name="scheduler-heartbeat", daemon=True)
+        self._beat = threading.Thread(target=beat, name="scheduler-lease", daemon=True)
         self._beat.start()
 
     def _unregister(self) -> None:
         self._beat_done.set()
         if self._beat:
             self._beat.join()
-        with self.store.begin() as conn:
-            conn.execute(delete(schedulers).where(schedulers.c.id == self.id))
+        try:
+            with self.store.begin() as conn:
+                ops.unregister(conn, self.id)
+        except SQLAlchemyError:
+            pass  # the lease simply runs out
 
-    def _is_alive(self, row: Row[Any] | None, now: dt.datetime) -> bool:
-        if row is None:
-            return False
-        if row.host == self.host and not _pid_alive(row.pid):
-            return False
-        return row.heartbeat_at > now - STALE_AFTER
+    # -- recording ------------------------------------------------------------
+    def _lost_store(self, exc: Exception) -> StoreLost:
+        # The driver's own words, never the statement or its parameters (they hold addresses).
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return StoreLost(f"lost the database while sending ({type(orig).__name__}: {first}); what was recorded stands: "
+                         "run the scheduler again when it is back, and check `newsletter sends` for anything in doubt")
 
-    # -- the four steps ---------------------------------------------------
-    def _recover(self, report: RunReport) -> None:
-        """In-flight batches whose scheduler is gone: in doubt, or pending again where that is safe."""
+    def _record(self, outcomes: list[Outcome]) -> list[DeliveryStatus]:
+        """Outcomes made durable, with the lease renewed in the same transaction."""
+        started = time.monotonic()
         now = utcnow()
+        try:
+            with self._lease_lock, self.store.begin() as conn:
+                recorded = ops.settle(conn, outcomes, now, self.retry)
+                if not self._lost:
+                    if ops.renew(conn, self.id, now, self.lease):
+                        self._renewed(started)
+                    else:
+                        self._lost = True
+        except SQLAlchemyError as exc:
+            raise self._lost_store(exc) from None
+        return recorded
+
+    def _progress(self, report: RunReport) -> None:
+        if self.progress:
+            self.progress(report.settled, max(self._total, report.settled))
+
+    # -- the steps ------------------------------------------------------------
+    def _recover(self, report: RunReport) -> None:
         with self.store.begin() as conn:
-            live = {row.id: row for row in conn.execute(select(schedulers))}
-            stuck = conn.execute(select(batches).where(batches.c.status == "in_flight")).all()
-            for batch in stuck:
-                if batch.claimed_by == self.id or self._is_alive(live.get(batch.claimed_by), now):
-                    continue
-                safe = IDEMPOTENT.get(batch.provider or "", False)
-                guard = (batches.c.id == batch.id) & (batches.c.status == "in_flight") & (batches.c.claimed_by == batch.claimed_by)
-                if safe:
-                    conn.execute(update(batches).where(guard).values(status="pending", claimed_by=None))
-                else:
-                    error = (f"the scheduler {batch.claimed_by} stopped while this batch was with {batch.provider}; "
-                             "some or all of it may have been delivered")
-                    conn.execute(update(batches).where(guard).values(status="in_doubt", error=error))
-            for sid, row in live.items():
-                if sid != self.id and not self._is_alive(row, now):
-                    conn.execute(delete(schedulers).where(schedulers.c.id == sid))
-            for batch in conn.execute(select(batches.c.send_id, batches.c.number, batches.c.error)
-                                      .where(batches.c.status == "in_doubt")):
-                report.in_doubt.append(f"send #{batch.send_id} batch {batch.number}: {batch.error}")
+            report.in_doubt.extend(ops.recover(conn, self.id, utcnow(), IDEMPOTENT, SETTLES_EACH))
 
     def _hold_if_overdue(self, conn: Connection, send: Row[Any], now: dt.datetime, since: dt.datetime,
                          report: RunReport) -> bool:
@@ -160,9 +268,7 @@ class Scheduler:
         hours = (now - since).total_seconds() / 3600
         note = (f"held: found {hours:.1f} hours late (grace {self.settings.grace_hours:g} h); "
                 f"send anyway with `newsletter resolve {send.id} --send-late`, or cancel it")
-        result = conn.execute(update(sends).where(sends.c.id == send.id, sends.c.status == send.status)
-                              .values(status="held", note=note))
-        if result.rowcount:
+        if ops.hold(conn, send, note):
             report.held.append(f"send #{send.id} ({send.issue_slug}): {note}")
         return True
 
@@ -170,160 +276,138 @@ class Scheduler:
         """Freeze every due queued send into deliveries and batches; hold the overdue ones."""
         now = utcnow()
         with self.store.begin() as conn:
-            due = conn.execute(select(sends).where(sends.c.status == "queued", sends.c.scheduled_at <= now)).all()
-            stalled = conn.execute(select(sends).where(sends.c.status == "sending")).all()
-            for send in stalled:
-                pending = conn.execute(select(func.count()).where(batches.c.send_id == send.id, batches.c.status == "pending")).scalar()
-                if pending and send.last_progress_at:
+            due = ops.due_sends(conn, now)
+            for send in ops.stalled_sends(conn):
+                if send.last_progress_at:
                     self._hold_if_overdue(conn, send, now, send.last_progress_at, report)
+            report.completed.extend(ops.finish_settled_sends(conn))
+        size = min(self.settings.batch_size, MAX_BATCH)
         for send in due:
             with self.store.begin() as conn:
                 if self._hold_if_overdue(conn, send, now, send.scheduled_at, report):
                     continue
-                won = conn.execute(update(sends).where(sends.c.id == send.id, sends.c.status == "queued")
-                                   .values(status="sending", started_at=now, last_progress_at=now)).rowcount
-                if not won:
-                    continue  # another scheduler froze it first
-                size = min(self.settings.batch_size, MAX_BATCH)
-                position = func.row_number().over(order_by=subscribers.c.id) - 1
-                conn.execute(insert(deliveries).from_select(
-                    ["send_id", "batch_number", "subscriber_id", "status"],
-                    select(literal(send.id), position // size, subscribers.c.id, literal("pending"))
-                    .where(subscribers.c.status == "active"),
-                ))
-                conn.execute(insert(batches).from_select(
-                    ["send_id", "number", "status"],
-                    select(literal(send.id), deliveries.c.batch_number, literal("pending"))
-                    .where(deliveries.c.send_id == send.id).distinct(),
-                ))
-                finish_if_complete(conn, send.id)  # at once, when there is nobody to send to
-                report.started.append(send.id)
+                if ops.freeze(conn, send.id, size, now):
+                    report.started.append(send.id)
 
-    def _claim(self) -> Claim | None:
-        """Take one pending batch of a sending send, with its recipients, or None when there is none."""
+    def _claim(self) -> Claimed | None:
+        """Take one due batch, with its recipients, or None when there is none."""
         while True:
             with self.store.begin() as conn:
-                query = (select(batches.c.id).join(sends, sends.c.id == batches.c.send_id)
-                         .where(batches.c.status == "pending", sends.c.status == "sending")
-                         .order_by(batches.c.send_id, batches.c.number).limit(1))
-                if self.store.dialect == "postgresql":
-                    query = query.with_for_update(skip_locked=True, of=batches)
-                batch_id = conn.execute(query).scalar()
-                if batch_id is None:
-                    return None
-                won = conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.status == "pending").values(
-                    status="in_flight", claimed_by=self.id, claimed_at=utcnow(), provider=self.provider.name)).rowcount
-                if won:
-                    batch = conn.execute(select(batches).where(batches.c.id == batch_id)).one()
-                    # Statuses are read here, just before sending: an unsubscribe since the freeze still counts.
-                    rows = conn.execute(
-                        select(deliveries.c.id, deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-                               subscribers.c.status)
-                        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-                        .where(deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number,
-                               deliveries.c.status == "pending")
-                        .order_by(deliveries.c.id)
-                    ).all()
-                    return Claim(batch, self._issue(conn, batch.send_id), rows)
+                got = ops.claim(conn, self.id, self.provider.name, utcnow(), self.store.dialect == "postgresql")
+                if got is False:
+                    continue  # another scheduler took it first
+                if got is not None and got.batch.send_id not in self._issues:
+                    row = conn.execute(sends.select().where(sends.c.id == got.batch.send_id)).one()
+                    self._issues[row.id] = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text,
+                                                 send_id=row.id, message_key=send_key(self.signer.token, row.id, row.created_at))
+                return got  # type: ignore[return-value]
 
-    def _issue(self, conn: Connection, send_id: int) -> Issue:
-        if send_id not in self._issues:
-            row = conn.execute(select(sends).where(sends.c.id == send_id)).one()
-            self._issues[send_id] = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text, send_id=row.id)
-        return self._issues[send_id]
-
-    def _send(self, claim: Claim, report: RunReport) -> None:
-        batch, issue = claim.batch, claim.issue
+    def _recipients(self, claimed: Claimed, issue: Issue) -> list[Recipient]:
         # The one per-recipient step of a send: a signed link, then a substitution in the provider.
         link = unsubscribe_url(self.settings, "")
         token = self.signer.token
-        skipped: list[int] = []
-        recipients: list[Recipient] = []
-        for delivery_id, subscriber_id, email, name, status in claim.rows:
-            if status != "active":
-                skipped.append(delivery_id)  # unsubscribed (or bounced…) since the send was frozen
-                continue
-            recipients.append(Recipient(email, name, link + token(subscriber_id, issue.slug), subscriber_id, delivery_id))
+        return [Recipient(row.email, row.name or "", link + token(row.subscriber_id, issue.slug), row.subscriber_id, row.delivery_id)
+                for row in claimed.rows]
+
+    def _send(self, claimed: Claimed, report: RunReport) -> bool:
+        """Send one claimed batch; False when the provider stopped before settling everyone."""
+        batch = claimed.batch
+        issue = self._issues[batch.send_id]
+        report.skipped += claimed.skipped
+        ledger = Ledger(self, claimed, report)
+        recipients = self._recipients(claimed, issue)
+        per_message = SETTLES_EACH.get(self.provider.name, False)
+        where = f"send #{batch.send_id} batch {batch.number}"
         try:
-            refused = self.provider.send(issue, recipients) if recipients else {}
+            refused = self.provider.send(issue, recipients, ledger) if recipients else {}
         except OutcomeUnknown as exc:
-            self._set_batch(batch, "in_doubt", str(exc), skipped)
-            report.in_doubt.append(f"send #{batch.send_id} batch {batch.number}: {exc}")
-            return
+            ledger.settle_rest(recipients, DeliveryStatus.IN_DOUBT, str(exc))
+            report.in_doubt.append(f"{where}: {exc}")
         except DeliveryFailed as exc:
-            self._set_batch(batch, "failed", str(exc), skipped)
-            report.errors.append(f"send #{batch.send_id} batch {batch.number}: {exc}")
-            return
-        self._finish(batch, skipped, refused)
-        report.batches += 1
-        report.sent += len(recipients) - len(refused)
-        report.skipped += len(skipped)
-        report.failed += len(refused)
+            ledger.settle_rest(recipients, DeliveryStatus.DEFERRED if exc.retryable else DeliveryStatus.FAILED, str(exc))
+            report.errors.append(f"{where}: {exc}")
+        except StoreLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug in one send must not stop the others
+            self._hold_broken(claimed, recipients, ledger, per_message, exc, report)
+            self._finish(claimed, report)
+            return True  # that send is held; the others go on
+        else:
+            ledger.flush()
+            unsettled = [r for r in recipients if r.delivery_id not in ledger.settled]
+            for recipient in unsettled:
+                if recipient.delivery_id in refused:
+                    ledger.settle(recipient, DeliveryStatus.FAILED, refused[recipient.delivery_id or 0])
+            if not per_message:  # a batch provider that returned took the whole request
+                ledger.settle_rest(recipients, DeliveryStatus.SENT, "")
+        ledger.flush()
+        self._finish(claimed, report)
+        return all(r.delivery_id in ledger.settled for r in recipients)
 
-    def _set_batch(self, batch: Row[Any], status: str, error: str, skipped: list[int]) -> None:
+    def _hold_broken(self, claimed: Claimed, recipients: list[Recipient], ledger: Ledger, per_message: bool,
+                     exc: Exception, report: RunReport) -> None:
+        """An unexpected error: what may have gone out is in doubt, the send is held with the error."""
+        ledger.flush()
+        unsettled = [r for r in recipients if r.delivery_id not in ledger.settled]
+        error = f"{type(exc).__name__}: {exc}"
+        if not ledger.at_once:
+            pass  # an idempotent provider can simply try again
+        elif per_message:
+            ledger.settle_rest(unsettled[:1], DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
+        else:
+            ledger.settle_rest(unsettled, DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
+        batch = claimed.batch
+        note = (f"held after an unexpected error in batch {batch.number}: {error}; once it is fixed, "
+                f"`newsletter resolve {batch.send_id} --send-late` goes on")[:500]
         with self.store.begin() as conn:
-            if skipped:
-                conn.execute(update(deliveries).where(deliveries.c.id.in_(skipped)).values(status="skipped"))
-            conn.execute(update(batches).where(batches.c.id == batch.id, batches.c.claimed_by == self.id)
-                         .values(status=status, error=error, finished_at=utcnow()))
+            send = conn.execute(sends.select().where(sends.c.id == batch.send_id)).one()
+            if send.status == SendStatus.SENDING:
+                ops.hold(conn, send, note)
+        report.errors.append(f"send #{batch.send_id}: {note}")
 
-    def _finish(self, batch: Row[Any], skipped: list[int], refused: dict[int, str]) -> None:
-        now = utcnow()
-        with self.store.begin() as conn:
-            if skipped:
-                conn.execute(update(deliveries).where(deliveries.c.id.in_(skipped)).values(status="skipped"))
-            for delivery_id, reason in refused.items():
-                conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(status="failed", error=reason))
-            conn.execute(update(deliveries).where(
-                deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number,
-                deliveries.c.status == "pending",
-            ).values(status="sent", sent_at=now))
-            # In doubt too: another scheduler may have taken this one for dead, yet it finished.
-            conn.execute(update(batches).where(
-                batches.c.id == batch.id, batches.c.claimed_by == self.id,
-                batches.c.status.in_(("in_flight", "in_doubt")),
-            ).values(status="done", finished_at=now, error=None))
-            conn.execute(update(sends).where(sends.c.id == batch.send_id).values(last_progress_at=now))
-            finish_if_complete(conn, batch.send_id)
+    def _finish(self, claimed: Claimed, report: RunReport) -> None:
+        try:
+            with self.store.begin() as conn:
+                if ops.finish(conn, self.id, claimed.batch, utcnow()):
+                    report.batches += 1
+        except SQLAlchemyError as exc:
+            raise self._lost_store(exc) from None
 
-    def _pending_recipients(self) -> int:
-        with self.store.engine.connect() as conn:
-            return int(conn.execute(
-                select(func.count()).select_from(deliveries.join(sends, sends.c.id == deliveries.c.send_id))
-                .where(deliveries.c.status == "pending", sends.c.status == "sending")
-            ).scalar() or 0)
-
-    # -- running ----------------------------------------------------------
+    # -- running --------------------------------------------------------------
     def run_once(self) -> RunReport:
         """Send everything that is due, then return. Stops early, after the
-        current batch, when `stop` is set."""
+        current batch, when `stop` is set, and at once when the lease is lost."""
         report = RunReport()
-        self._register()
+        try:
+            self._register()
+        except SQLAlchemyError as exc:
+            raise self._lost_store(exc) from None
         try:
             self._recover(report)
             self._start(report)
-            total = self._pending_recipients()
-            done = 0
-            while not self.stop.is_set():
-                claim = self._claim()
-                if claim is None:
+            with self.store.engine.connect() as conn:
+                self._total = ops.pending_count(conn, utcnow())
+            while not self.stop.is_set() and self._lease_held():
+                claimed = self._claim()
+                if claimed is None:
                     break
-                before = report.sent + report.skipped + report.failed
-                self._send(claim, report)
-                done += report.sent + report.skipped + report.failed - before
-                if self.progress:
-                    self.progress(done, total)
+                if not self._send(claimed, report):
+                    break  # stopped early (its lease, or the provider): the rest is claimable again
+            report.lease_lost = self._lost
+        except SQLAlchemyError as exc:
+            raise self._lost_store(exc) from None
         finally:
             self._unregister()
         touched = set(report.started) | set(self._issues)
-        if touched:
-            with self.store.engine.connect() as conn:
-                report.completed = sorted(conn.execute(
-                    select(sends.c.id).where(sends.c.status == "sent", sends.c.id.in_(touched))).scalars())
+        with self.store.engine.connect() as conn:
+            report.completed = sorted(set(report.completed) | set(ops.sends_with(conn, touched, SendStatus.SENT)))
+            report.next_retry = ops.next_retry(conn)
         return report
 
     def run_forever(self, poll_seconds: float = 30.0, on_report: Callable[[RunReport], None] | None = None) -> None:
         while not self.stop.is_set():
+            self._lost = False
+            self.id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # a fresh lease for each run
             report = self.run_once()
             if on_report:
                 on_report(report)

@@ -2,12 +2,14 @@
 
 It checks the API key, validates each body against SendGrid's own API
 description (../shared/reference) when that file is there, keeps what it
-accepted, and can be told to answer 429 or 500 for a while, or 400.
+accepted, and can be told to answer 429 or 500 for a while, or 400; or to take
+a request and then answer 5xx, drop the connection or stall (`accept_then`).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +18,8 @@ from pathlib import Path
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "sendgrid-mail-send-openapi.json"
 API_KEY = "SG.test-key-not-a-real-one"
-MESSAGES = {429: "too many requests", 500: "internal error", 400: "The from address does not match a verified Sender Identity."}
+MESSAGES = {429: "too many requests", 500: "internal error", 400: "The from address does not match a verified Sender Identity.",
+            502: "bad gateway", 503: "service unavailable", 504: "gateway timeout"}
 
 
 def mail_send_validator():  # noqa: ANN201
@@ -43,13 +46,16 @@ class Accepted:
 
 
 class SendGridServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.validator = mail_send_validator()
         self.accepted: list[Accepted] = []
         self.requests = 0
         self.request_sizes: list[int] = []
         self.invalid: list[str] = []
         self.script: list[tuple[int, dict]] = []  # answers to give before accepting again
+        self.after: list[int | str] = []  # what to do once the next requests were taken: a status, "drop" or "stall"
+        self.stall = 5.0  # seconds a "stall" keeps the client waiting
+        self.arrivals: list[float] = []  # time.time() of every request, answered or not
         self.delay = 0.0
         self.lock = threading.Lock()
         self.delivered_count = 0
@@ -74,6 +80,7 @@ class SendGridServer:
                 raw = self.rfile.read(length)
                 with server.lock:
                     server.requests += 1
+                    server.arrivals.append(time.time())
                 if self.path != "/v3/mail/send":
                     return self.answer(404, {"errors": [{"message": "not found"}]})
                 if self.headers.get("Authorization") != f"Bearer {API_KEY}":
@@ -103,9 +110,19 @@ class SendGridServer:
                     for p in personalizations:
                         server.accepted.append(Accepted(p["to"][0]["email"], p.get("substitutions", {}), p.get("headers", {}),
                                                         p.get("custom_args", {}), body))
+                    after = server.after.pop(0) if server.after else None
+                if after == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return None
+                if after == "stall":
+                    time.sleep(server.stall)
+                    return self.answer(202)
+                if isinstance(after, int):
+                    return self.answer(after, {"errors": [{"message": MESSAGES[after]}]})
                 return self.answer(202)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.host = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -121,6 +138,12 @@ class SendGridServer:
     def fail_next(self, count: int, status: int, headers: dict | None = None) -> None:
         with self.lock:
             self.script.extend([(status, headers or {})] * count)
+
+    def accept_then(self, count: int, what: int | str) -> None:
+        """Take the next `count` valid requests (they count as accepted), then answer `what`
+        instead of 202: a status such as 502, "drop" the connection, or "stall"."""
+        with self.lock:
+            self.after.extend([what] * count)
 
     def emails(self) -> list[str]:
         return [a.email for a in self.accepted]

@@ -12,15 +12,50 @@ from aiosmtpd.controller import Controller
 
 
 class Recorder:
+    """Keeps what it accepts; scripted, it answers some recipients as real servers do.
+
+    - `refuse_rcpt[address]`: the reply to RCPT TO, every time (e.g. "550 5.1.1 no such user");
+    - `defer_rcpt[address]`: how many times RCPT TO gets "451 4.7.1 try again later" before it is accepted;
+    - `refuse_data[address]`: the reply after that recipient's message (e.g. "554 5.7.1 rejected as spam");
+    - `drop_data`: addresses whose message is read whole, then the connection is dropped without an answer
+      (the message is kept in `dropped`: it may well have been delivered)."""
+
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], email.message.EmailMessage]] = []
         self.sessions: list[tuple[bool, bytes | None]] = []  # (over TLS?, login) per message
+        self.dropped: list[str] = []
         self.delay = 0.0
         self.lock = threading.Lock()
+        self.refuse_rcpt: dict[str, str] = {}
+        self.defer_rcpt: dict[str, int] = {}
+        self.refuse_data: dict[str, str] = {}
+        self.drop_data: set[str] = set()
+        self.rcpt_answers: list[tuple[str, str]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
+        with self.lock:
+            if address in self.refuse_rcpt:
+                answer = self.refuse_rcpt[address]
+            elif self.defer_rcpt.get(address, 0) > 0:
+                self.defer_rcpt[address] -= 1
+                answer = "451 4.7.1 try again later"
+            else:
+                envelope.rcpt_tos.append(address)
+                answer = "250 OK"
+            self.rcpt_answers.append((address, answer))
+        return answer
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
         if self.delay:
             time.sleep(self.delay)  # block the loop on purpose: a slow server
+        for address in envelope.rcpt_tos:
+            if address in self.refuse_data:
+                return self.refuse_data[address]
+            if address in self.drop_data:
+                with self.lock:
+                    self.dropped.append(address)
+                server.transport.close()
+                return "250 OK"  # never reaches the client: the connection is gone
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append((list(envelope.rcpt_tos), message))
@@ -42,7 +77,7 @@ def free_port() -> int:
 class SmtpServer:
     """Plain by default; with `tls_context` and `login` it insists on STARTTLS, then AUTH."""
 
-    def __init__(self, tls_context=None, login: tuple[str, str] | None = None) -> None:  # noqa: ANN001
+    def __init__(self, tls_context=None, login: tuple[str, str] | None = None, smtputf8: bool = False) -> None:  # noqa: ANN001
         from aiosmtpd.smtp import AuthResult
 
         self.recorder = Recorder()
@@ -56,7 +91,7 @@ class SmtpServer:
                 return AuthResult(success=given == login, auth_data=auth_data)
 
             extra.update(authenticator=authenticate, auth_required=True)
-        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, **extra)
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8, **extra)
 
     @property
     def url(self) -> str:

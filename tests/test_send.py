@@ -17,12 +17,12 @@ from sqlalchemy import insert, select, update
 from newsletter.cli import cli
 from newsletter.config import Settings
 from newsletter.messages import Issue, Recipient
-from newsletter.providers import get_provider
+from newsletter.providers import Outcomes, get_provider
 from newsletter.scheduler import Scheduler
 from newsletter.sends import SendError, parse_when, summaries
 from newsletter.store import Store
 from newsletter.store import subscribers as ops
-from newsletter.store.schema import batches, sends, subscribers, utcnow
+from newsletter.store.schema import DeliveryStatus, batches, sends, subscribers, utcnow
 from newsletter.tokens import Signer
 
 NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
@@ -157,12 +157,12 @@ def test_someone_who_unsubscribes_after_the_freeze_is_skipped(newsletter_with_li
         def __init__(self) -> None:
             self.inner = get_provider(settings)
 
-        def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
+        def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
             sent_batches.append([r.email for r in recipients])
             if len(sent_batches) == 1:
                 with store.begin() as conn:
                     ops.unsubscribe(conn, victim, "clicked unsubscribe")
-            return self.inner.send(issue, recipients)
+            return self.inner.send(issue, recipients, outcomes)
 
     scheduler.provider = UnsubscribeMidway()
     report = scheduler.run_once()
@@ -187,11 +187,11 @@ def test_cancel_a_queued_send_and_stop_one_in_progress(newsletter_with_list: Set
     class CancelAfterFirstBatch:
         name = "outbox"
 
-        def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
+        def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
             calls.append(len(recipients))
             if len(calls) == 1:
                 assert run("cancel", "2").exit_code == 0
-            return inner.send(issue, recipients)
+            return inner.send(issue, recipients, outcomes)
 
     scheduler.provider = CancelAfterFirstBatch()
     scheduler.run_once()
@@ -249,7 +249,7 @@ def test_smtp_delivers_through_real_smtplib(newsletter_with_list: Settings, stor
     assert "unsubscribe?token=" in message.get_body(("plain",)).get_content()
 
 
-def test_smtp_server_that_is_down_fails_the_batch_and_sends_nothing(newsletter_with_list: Settings, store: Store, monkeypatch) -> None:
+def test_smtp_server_that_is_down_defers_everyone_and_sends_nothing(newsletter_with_list: Settings, store: Store, monkeypatch) -> None:
     from newsletter.providers.smtp import SmtpProvider
 
     from .smtp_server import free_port
@@ -262,7 +262,8 @@ def test_smtp_server_that_is_down_fails_the_batch_and_sends_nothing(newsletter_w
     assert "cannot reach the SMTP server" in result.output
     with store.engine.connect() as conn:
         send = summaries(conn)[0]
-    assert send.status == "sending" and send.failed == [0] and send.counts == {"pending": len(active_emails(store))}
+    assert send.status == "sending" and send.counts == {"deferred": len(active_emails(store))}
+    assert "deferred" in result.output and "Next retry at" in result.output
 
 
 def test_batches_are_claimed_once_even_by_racing_schedulers_in_threads(newsletter_with_list: Settings, store: Store) -> None:
@@ -276,9 +277,11 @@ def test_batches_are_claimed_once_even_by_racing_schedulers_in_threads(newslette
     class Counting:
         name = "smtp"
 
-        def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
+        def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
             with lock:
                 seen.extend(r.email for r in recipients)
+            for recipient in recipients:
+                outcomes.settle(recipient, DeliveryStatus.SENT)
             return {}
 
     runners = [scheduler_for(settings, store, Counting()) for _ in range(4)]

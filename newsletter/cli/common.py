@@ -143,18 +143,31 @@ def warn_before_build(settings: Settings) -> None:
 
 
 def print_run(report: RunReport) -> None:
-    """What one scheduler run did, with anything that needs the editor first."""
+    """What one scheduler run did, with anything that needs the editor first. No addresses:
+    `newsletter sends SEND` names who missed out."""
     for line in report.held:
         click.secho(f"held: {line}", fg="yellow", err=True)
     for line in report.in_doubt:
         click.secho(f"in doubt: {line}", fg="yellow", err=True)
     for line in report.errors:
         click.secho(f"failed: {line}", fg="red", err=True)
-    click.echo(
-        f"Sent {report.sent} message(s) in {report.batches} batch(es); skipped {report.skipped} "
-        f"(unsubscribed since queued); refused {report.failed}."
-        + (f" Finished send(s): {', '.join(f'#{i}' for i in report.completed)}." if report.completed else "")
-    )
+    if report.lease_lost:
+        click.secho("stopped: this scheduler's lease ran out (was it paused?); another scheduler may take over its work",
+                    fg="yellow", err=True)
+    parts = [f"Sent {report.sent} message(s) in {report.batches} batch(es)", f"skipped {report.skipped} (unsubscribed since queued)",
+             f"refused {report.failed}"]
+    if report.deferred:
+        parts.append(f"deferred {report.deferred} (refused for now; tried again later)")
+    if report.doubtful:
+        parts.append(f"in doubt {report.doubtful}")
+    line = "; ".join(parts) + "."
+    if report.completed:
+        line += f" Finished send(s): {', '.join(f'#{i}' for i in report.completed)}."
+    if report.next_retry:
+        line += f" Next retry at {report.next_retry:%Y-%m-%d %H:%M:%S} UTC."
+    click.echo(line)
+    if report.failed or report.doubtful:
+        click.echo("See who missed out with `newsletter sends SEND`.")
 
 
 def print_problems(report: CheckReport) -> None:

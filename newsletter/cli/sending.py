@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
 
+from ..store.schema import NEEDS_EDITOR, DeliveryStatus, SendStatus
+
 from .common import cli, open_store, print_run, progress_bar, settings, show
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from ..store.sends import Missed, SendSummary
 
 
 @cli.command()
@@ -89,34 +102,114 @@ def _ask(question: str, yes: bool) -> None:
 
 
 @cli.command("sends")
-def sends_() -> None:
-    """List every send: its issue, time, status and counts."""
-    from rich.console import Console
-    from rich.table import Table
+@click.argument("send_id", metavar="[SEND]", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+@click.option("--export", "export_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With SEND: write every recipient who did not get it (failed, deferred, in doubt, skipped) to this CSV file.")
+def sends_(send_id: int | None, as_json: bool, export_to: Path | None) -> None:
+    """List every send with its status and counts per outcome, or show SEND in detail:
+    its counts and every failed, deferred or in-doubt recipient with the reason.
 
+    \b
+    Examples:
+      newsletter sends
+      newsletter sends --json
+      newsletter sends 3
+      newsletter sends 3 --export missed.csv
+    """
     from ..sends import summaries
 
+    if export_to is not None and send_id is None:
+        raise click.UsageError("--export needs a SEND: newsletter sends 3 --export missed.csv")
     with open_store(settings()).engine.connect() as conn:
+        if send_id is not None:
+            _send_detail(conn, send_id, as_json, export_to)
+            return
         found = summaries(conn)
+    if as_json:
+        click.echo(json.dumps([_summary_json(s) for s in found], indent=2))
+        return
     if not found:
         click.echo("No sends yet. Queue one with `newsletter queue ISSUE --at now`.")
         return
-    table = Table()
-    for column in ("send", "issue", "scheduled (UTC)", "status", "sent", "pending", "skipped", "failed", "needs the editor"):
-        table.add_column(column)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(expand=False)
+    table.add_column("send", no_wrap=True)
+    table.add_column("issue", overflow="fold", ratio=3)
+    table.add_column("scheduled (UTC)", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("recipients", overflow="fold", ratio=2)
+    table.add_column("needs the editor", overflow="fold", ratio=4)
     for send in found:
-        trouble = []
-        if send.in_doubt:
-            trouble.append(f"in doubt: batch {', '.join(map(str, send.in_doubt))} (newsletter resolve {send.id} --resend | --mark-sent)")
-        if send.failed:
-            trouble.append(f"failed: batch {', '.join(map(str, send.failed))} (newsletter resolve {send.id} --resend)")
-        if send.status == "held":
-            trouble.append(send.note)
-        table.add_row(
-            f"#{send.id}", send.issue_slug, f"{send.scheduled_at:%Y-%m-%d %H:%M}", send.status,
-            *(str(send.counts.get(k, 0)) for k in ("sent", "pending", "skipped", "failed")), "; ".join(trouble),
-        )
-    Console(width=200).print(table)
+        outcomes = ", ".join(f"{s.value.replace('_', ' ')} {send.count(s)}" for s in SHOWN if send.count(s))
+        table.add_row(f"#{send.id}", send.issue_slug, f"{send.scheduled_at:%Y-%m-%d %H:%M}", send.status,
+                      outcomes or "none", _trouble(send))
+    Console().print(table)  # as wide as the terminal, no wider
+
+
+SHOWN = (DeliveryStatus.SENT, DeliveryStatus.PENDING, DeliveryStatus.DEFERRED, DeliveryStatus.FAILED, DeliveryStatus.IN_DOUBT,
+         DeliveryStatus.SKIPPED)
+
+
+def _trouble(send: SendSummary) -> str:
+    trouble = []
+    if send.count(DeliveryStatus.IN_DOUBT):
+        trouble.append(f"in doubt: resolve {send.id} --resend | --mark-sent")
+    if send.count(DeliveryStatus.FAILED):
+        trouble.append(f"failed: see `sends {send.id}`; resolve {send.id} --retry-failed")
+    if send.status == SendStatus.HELD:
+        trouble.append(send.note)
+    return "; ".join(trouble)
+
+
+def _summary_json(send: SendSummary) -> dict[str, object]:
+    return {"id": send.id, "issue": send.issue_slug, "subject": send.subject, "status": send.status,
+            "scheduled_at": send.scheduled_at.isoformat(timespec="seconds") + "Z", "note": send.note,
+            "counts": {status.value: send.count(status) for status in DeliveryStatus}}
+
+
+def _send_detail(conn: Connection, send_id: int, as_json: bool, export_to: Path | None) -> None:
+    from ..sends import missed, summary
+
+    send = summary(conn, send_id)
+    if export_to is not None:
+        count = _export_missed(missed(conn, send_id, (*NEEDS_EDITOR, DeliveryStatus.SKIPPED)), export_to)
+        click.echo(f"Wrote {count} recipient(s) of send #{send_id} who did not get it to {show(export_to)}")
+        return
+    people = list(missed(conn, send_id))
+    if as_json:
+        click.echo(json.dumps({**_summary_json(send), "missed": [
+            {"email": m.email, "name": m.name, "outcome": m.status, "reason": m.reason, "attempts": m.attempts,
+             "next_attempt_at": m.next_attempt_at.isoformat(timespec="seconds") + "Z" if m.next_attempt_at else None}
+            for m in people]}, indent=2))
+        return
+    click.echo(f"Send #{send.id}: {send.issue_slug} ({send.status}), scheduled {send.scheduled_at:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"Subject: {send.subject}")
+    if send.note:
+        click.echo(f"Note: {send.note}")
+    click.echo(f"Recipients: {send.recipients}; " + ", ".join(f"{s.value.replace('_', ' ')} {send.count(s)}" for s in SHOWN))
+    for person in people:
+        when = f" (try {person.attempts + 1} at {person.next_attempt_at:%Y-%m-%d %H:%M} UTC)" if person.next_attempt_at else ""
+        click.echo(f"  {person.status.replace('_', ' '):9} {person.email}: {person.reason or 'no reason recorded'}{when}")
+    trouble = _trouble(send)
+    if trouble:
+        click.echo(f"Next: {trouble}")
+
+
+def _export_missed(people: Iterable[Missed], path: Path) -> int:
+    from ..store.csvexport import neutralise
+
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "name", "outcome", "reason", "attempts", "next_attempt_at"])
+        for person in people:
+            when = person.next_attempt_at.isoformat(timespec="seconds") if person.next_attempt_at else ""
+            writer.writerow([neutralise(v) for v in (person.email, person.name, person.status, person.reason, str(person.attempts), when)])
+            count += 1
+    return count
 
 
 @cli.command()
@@ -132,21 +225,30 @@ def cancel(send_id: int) -> None:
 
     with open_store(settings()).begin() as conn:
         was = cancel_send(conn, send_id)
-    click.echo(f"Send #{send_id} cancelled" + (" (it stops after the batch being sent now)" if was == "sending" else ""))
+    click.echo(f"Send #{send_id} cancelled" + (" (it stops after the batch being sent now)" if was == SendStatus.SENDING else ""))
 
 
 @cli.command()
 @click.argument("send_id", metavar="SEND", type=int)
-@click.option("--resend", is_flag=True, help="Send the in-doubt or failed batches again (some readers may get two copies).")
-@click.option("--mark-sent", is_flag=True, help="Count the in-doubt batches as delivered and send them no more.")
-@click.option("--send-late", is_flag=True, help="Send a send held as overdue after all.")
-def resolve(send_id: int, resend: bool, mark_sent: bool, send_late: bool) -> None:
+@click.option("--resend", is_flag=True, help="Send the in-doubt deliveries again (some readers may get two copies).")
+@click.option("--mark-sent", is_flag=True, help="Count the in-doubt deliveries as delivered; failed ones stay failed.")
+@click.option("--retry-failed", is_flag=True, help="Send the failed deliveries once more, once their cause is fixed.")
+@click.option("--send-late", is_flag=True, help="Send a held send after all (overdue, or stopped by an error now fixed).")
+def resolve(send_id: int, resend: bool, mark_sent: bool, retry_failed: bool, send_late: bool) -> None:
     """Decide what happens to SEND where the scheduler will not decide alone:
-    a batch in doubt after a crash, a failed batch, or an overdue send."""
+    deliveries in doubt after a crash, failed deliveries, or a held send.
+
+    \b
+    Examples:
+      newsletter sends 3                  # who is in doubt or failed, and why
+      newsletter resolve 3 --resend       # the in-doubt ones get it (again, perhaps)
+      newsletter resolve 3 --mark-sent    # the in-doubt ones count as delivered
+      newsletter resolve 3 --retry-failed # after fixing what made the server refuse them
+    """
     from ..sends import resolve as resolve_send
 
     with open_store(settings()).begin() as conn:
-        outcome = resolve_send(conn, send_id, resend=resend, mark_sent=mark_sent, send_late=send_late)
+        outcome = resolve_send(conn, send_id, resend=resend, mark_sent=mark_sent, retry_failed=retry_failed, send_late=send_late)
     click.echo(f"Send #{send_id}: {outcome}")
 
 

@@ -5,28 +5,42 @@ once, and each recipient gets a substitution for their unsubscribe link, their
 own List-Unsubscribe headers and custom_args naming the send and delivery (for
 matching webhook events).
 
-Retries: 429 waits for X-RateLimit-Reset; 5xx and refused connections back
-off and retry (SendGrid did not take the mail). Any other 4xx fails the batch
-with SendGrid's own message. A request that may have reached SendGrid but
-got no answer (a timeout, a dropped connection) is never retried: its outcome
-is unknown and the batch goes to the editor as in doubt.
+SendGrid takes a request whole or not at all, so the batch is the unit of
+doubt. What is tried again (the shared RetryPolicy) is only what SendGrid
+certainly did not take:
+- 429: SendGrid's rate-limit documentation says that past the limit no request
+  is served for the rest of the refresh period; we wait for X-RateLimit-Reset.
+- A connection refused, a name that does not resolve, a certificate refused in
+  the handshake: the request never left this machine (urllib reports these as
+  URLError while connecting, before a byte of the request is written).
+Any other 4xx (400, 401, 403, 413…) is SendGrid validating the request and
+refusing it whole: the batch fails with SendGrid's own message, not retried.
+Everything that may follow acceptance leaves the batch in doubt (OutcomeUnknown),
+never retried without the editor:
+- any 5xx: SendGrid documents 5xx as "an error occurred when SendGrid attempted
+  to process" a valid request, and a 502/503/504 may come from a gateway in
+  front of a server that had already queued the mail;
+- a timeout, reset or closed connection once the request was sent, or while it
+  was being sent (the whole body may have arrived).
 """
 
 from __future__ import annotations
 
 import json
-import random
 import socket
+import ssl
 import time
+from http.client import HTTPException
 from urllib.error import URLError
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from ..config import ConfigError, Settings
-from ..messages import ONE_CLICK, Issue, Recipient
+from ..messages import ONE_CLICK, Issue, Recipient, list_id
 from ..personalize import UNSUBSCRIBE_PLACEHOLDER
-from . import DeliveryFailed, OutcomeUnknown
+from . import DeliveryFailed, OutcomeUnknown, Outcomes
+from .retry import NotTaken, RetryPolicy
 
 MAX_PERSONALIZATIONS = 1000
 
@@ -39,10 +53,18 @@ def _sendgrid_message(error: HTTPError) -> str:
         return (error.body or b"").decode("utf-8", errors="replace")[:500] if isinstance(error.body, bytes) else str(error.body)[:500]
 
 
-def _never_reached(exc: URLError) -> bool:
-    """True when the request cannot have reached SendGrid (refused, no route, no DNS)."""
-    reason = getattr(exc, "reason", None)
-    return isinstance(reason, (ConnectionRefusedError, socket.gaierror)) and not isinstance(reason, TimeoutError)
+def _never_sent(exc: URLError) -> bool:
+    """True when no byte of the request can have left: refused, no such host, or a certificate refused."""
+    return isinstance(exc.reason, (ConnectionRefusedError, socket.gaierror, ssl.SSLCertVerificationError))
+
+
+def _rate_limit_wait(error: HTTPError) -> float | None:
+    """Seconds until X-RateLimit-Reset (a Unix time), or None when SendGrid did not say."""
+    reset = (error.headers or {}).get("X-RateLimit-Reset")
+    try:
+        return max(0.05, float(str(reset)) - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 class SendGridProvider:
@@ -79,39 +101,36 @@ class SendGridProvider:
             "personalizations": personalizations,
             "from": sender,
             "subject": issue.subject,
+            "headers": {"List-Id": list_id(self.settings)},
             "content": [{"type": "text/plain", "value": issue.text}, {"type": "text/html", "value": issue.html}],
         }
 
-    def _wait(self, attempt: int, error: HTTPError | None) -> float:
-        if error is not None and error.status_code == 429:
-            reset = (error.headers or {}).get("X-RateLimit-Reset")
-            try:
-                return min(self.max_wait, max(0.05, float(str(reset)) - time.time()))
-            except (TypeError, ValueError):
-                pass
-        return min(self.max_wait, self.backoff_base * 2**attempt * random.uniform(0.5, 1.5))
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.backoff_base, self.max_wait)
+
+    def _attempt(self, body: dict) -> None:
+        """One request: returns when SendGrid accepted it, raises NotTaken, DeliveryFailed or OutcomeUnknown."""
+        try:
+            self.client.client.mail.send.post(request_body=body, timeout=self.timeout)
+        except HTTPError as exc:
+            if exc.status_code == 429:
+                raise NotTaken(f"SendGrid answered 429: {_sendgrid_message(exc)}", _rate_limit_wait(exc)) from None
+            if exc.status_code < 500:
+                raise DeliveryFailed(f"SendGrid refused the batch ({exc.status_code}): {_sendgrid_message(exc)}") from None
+            raise OutcomeUnknown(f"SendGrid answered {exc.status_code} ({_sendgrid_message(exc)}); "
+                                 "it may have taken the batch before the error") from None
+        except URLError as exc:
+            if _never_sent(exc):
+                raise NotTaken(f"cannot reach SendGrid ({exc.reason})") from None
+            raise OutcomeUnknown(f"the connection to SendGrid broke while sending ({exc.reason}); it may have taken the batch") from None
+        except (TimeoutError, ConnectionError, OSError, HTTPException) as exc:
+            raise OutcomeUnknown(f"no answer from SendGrid ({exc or type(exc).__name__}); it may have taken the batch") from None
 
     def _post(self, body: dict) -> None:
-        last = ""
-        for attempt in range(self.max_attempts):
-            try:
-                self.client.client.mail.send.post(request_body=body, timeout=self.timeout)
-                return
-            except HTTPError as exc:
-                if exc.status_code != 429 and exc.status_code < 500:
-                    raise DeliveryFailed(f"SendGrid refused the batch ({exc.status_code}): {_sendgrid_message(exc)}") from None
-                last = f"SendGrid answered {exc.status_code}: {_sendgrid_message(exc)}"
-                time.sleep(self._wait(attempt, exc))
-            except URLError as exc:
-                if not _never_reached(exc):
-                    raise OutcomeUnknown(f"no answer from SendGrid ({exc.reason}); it may have taken the batch") from None
-                last = f"cannot reach SendGrid ({exc.reason})"
-                time.sleep(self._wait(attempt, None))
-            except (TimeoutError, ConnectionError, OSError) as exc:
-                raise OutcomeUnknown(f"no answer from SendGrid ({exc}); it may have taken the batch") from None
-        raise DeliveryFailed(f"gave up after {self.max_attempts} attempts; {last}", retryable=True)
+        self.policy().call(lambda: self._attempt(body))
 
-    def send(self, issue: Issue, recipients: list[Recipient]) -> dict[int, str]:
+    def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
+        # The request is taken whole or not at all: nothing to settle one by one.
         if len(recipients) > MAX_PERSONALIZATIONS:
             raise ValueError(f"a SendGrid batch holds at most {MAX_PERSONALIZATIONS} recipients")
         self._post(self.payload(issue, recipients))

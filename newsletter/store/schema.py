@@ -45,6 +45,40 @@ STATUSES: tuple[str, ...] = tuple(SubscriberStatus)
 SUPPRESSED: tuple[str, ...] = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
 
 
+class SendStatus(StrEnum):
+    """A send as the editor sees it. QUEUED, HELD and SENDING may still mail people."""
+
+    QUEUED = "queued"
+    HELD = "held"  # overdue, or stopped by an unexpected error: waits for the editor
+    SENDING = "sending"
+    SENT = "sent"  # every delivery has an outcome (some may be failed or in doubt)
+    CANCELLED = "cancelled"
+
+
+class BatchStatus(StrEnum):
+    """A batch is the unit a scheduler claims; its deliveries carry the outcomes."""
+
+    PENDING = "pending"  # claimable once `not_before` has passed
+    IN_FLIGHT = "in_flight"  # claimed under a scheduler's lease
+    DONE = "done"  # every delivery has a final outcome
+
+
+class DeliveryStatus(StrEnum):
+    """One recipient's outcome in one send: the one definition (see scheduler.py)."""
+
+    PENDING = "pending"  # not yet tried
+    SENT = "sent"  # accepted by the provider
+    FAILED = "failed"  # refused for good, or deferred too long; `error` holds the answer
+    DEFERRED = "deferred"  # refused for now; tried again at `next_attempt_at`
+    SKIPPED = "skipped"  # unsubscribed (or bounced…) after the send was frozen
+    IN_DOUBT = "in_doubt"  # may have been accepted: only the editor may send it again
+
+
+# Deliveries the scheduler may still send, and those whose outcome is settled.
+UNSETTLED: tuple[str, ...] = (DeliveryStatus.PENDING, DeliveryStatus.DEFERRED)
+NEEDS_EDITOR: tuple[str, ...] = (DeliveryStatus.FAILED, DeliveryStatus.DEFERRED, DeliveryStatus.IN_DOUBT)
+
+
 def utcnow() -> dt.datetime:
     """Now in UTC, without tzinfo: every timestamp in the store is naive UTC."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -101,7 +135,7 @@ sends = Table(
     Column("subject", String(500), nullable=False),
     Column("html", Text, nullable=False),  # the built issue, frozen when queued
     Column("text", Text, nullable=False),
-    Column("status", String(16), nullable=False),  # queued, held, sending, sent, cancelled
+    Column("status", String(16), nullable=False),  # a SendStatus
     Column("scheduled_at", DateTime, nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("started_at", DateTime),
@@ -117,8 +151,9 @@ batches = Table(
     Column("id", Integer, primary_key=True),
     Column("send_id", Integer, ForeignKey("sends.id"), nullable=False),
     Column("number", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # pending, in_flight, done, in_doubt, failed
+    Column("status", String(16), nullable=False),  # a BatchStatus
     Column("provider", String(20)),
+    Column("not_before", DateTime),  # a batch with deferred deliveries waits until then
     Column("claimed_by", String(120)),
     Column("claimed_at", DateTime),
     Column("finished_at", DateTime),
@@ -134,9 +169,12 @@ deliveries = Table(
     Column("send_id", Integer, ForeignKey("sends.id"), nullable=False),
     Column("batch_number", Integer, nullable=False),
     Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
-    Column("status", String(16), nullable=False),  # pending, sent, skipped, failed
+    Column("status", String(16), nullable=False),  # a DeliveryStatus
     Column("sent_at", DateTime),
-    Column("error", Text),
+    Column("error", Text),  # the server's answer, or why it could not be sent
+    Column("attempts", Integer, nullable=False, default=0),  # temporary refusals so far
+    Column("deferred_since", DateTime),  # first temporary refusal: retries stop retry_for_hours later
+    Column("next_attempt_at", DateTime),
     UniqueConstraint("send_id", "subscriber_id"),
     Index("ix_deliveries_batch", "send_id", "batch_number"),
 )
@@ -149,6 +187,7 @@ schedulers = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", DateTime, nullable=False),
     Column("heartbeat_at", DateTime, nullable=False),
+    Column("lease_until", DateTime, nullable=False),  # its claims are its own until then; renewed while alive
 )
 
 webhook_events = Table(

@@ -1,0 +1,223 @@
+"""Ownership by lease: a paused scheduler, kill -9 at random moments, a database that goes away."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import insert
+
+from newsletter.cli import cli
+from newsletter.config import Settings
+from newsletter.store import Store
+from newsletter.store import subscribers as ops
+from newsletter.store.schema import subscribers, utcnow
+
+NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
+LEASE = 1.5
+
+
+def run(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(cli, list(args))
+
+
+def readers(store: Store, count: int) -> set[str]:
+    now = utcnow()
+    with store.begin() as conn:
+        conn.execute(insert(subscribers), [
+            dict(email=f"reader{n}@example.net", email_key=f"reader{n}@example.net", name="", attributes={}, status="active",
+                 source="test", created_at=now, updated_at=now, status_changed_at=now) for n in range(count)])
+    with store.engine.connect() as conn:
+        return {s.email for s in ops.iter_subscribers(conn, ("active",))}
+
+
+def scheduler(settings: Settings, server, *options: str) -> subprocess.Popen:  # noqa: ANN001
+    env = {**os.environ, "NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": server.url, "NEWSLETTER_BATCH_SIZE": "10",
+           "NEWSLETTER_LEASE_SECONDS": str(LEASE)}
+    return subprocess.Popen([sys.executable, "-m", "newsletter", "scheduler", *(options or ("--once",))], cwd=settings.root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(condition, seconds: float = 30.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.002)
+
+
+def test_a_scheduler_paused_past_its_lease_sends_nothing_more_when_it_wakes(newsletter_with_list: Settings, store: Store,
+                                                                            smtp_server) -> None:
+    everyone = readers(store, 60)
+    assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
+    recorder = smtp_server.recorder
+    recorder.delay = 0.03
+    first = scheduler(newsletter_with_list, smtp_server)
+    wait_for(lambda: len(recorder.recipients()) >= 15)
+    first.send_signal(signal.SIGSTOP)  # a frozen VM
+    try:
+        time.sleep(LEASE + 0.5)
+        recorder.delay = 0
+        second = scheduler(newsletter_with_list, smtp_server)
+        output = second.communicate(timeout=120)[0]
+        assert second.returncode == 0, output
+    finally:
+        first.send_signal(signal.SIGCONT)
+    woke = first.communicate(timeout=120)[0]
+    assert "lease ran out" in woke, woke
+    received = Counter(recorder.recipients())
+    assert set(received.values()) == {1}, "nobody got two copies"
+    assert set(received) == everyone, "and nobody was left out"
+    counts = json.loads(run("sends", "--json").output)[0]["counts"]
+    assert counts["pending"] == 0 and counts["sent"] + counts["in_doubt"] == len(everyone)
+
+
+def kill_at_random_then_recover(settings: Settings, store: Store, server, trials: int) -> None:  # noqa: ANN001
+    everyone = readers(store, 40)
+    recorder = server.recorder
+    rng = random.Random(os.environ.get("KILL_SEED", "8"))
+    kills = 0
+    for trial in range(trials):
+        assert run("queue", NEWEST, "--at", "now", "--yes", "--again").exit_code == 0
+        before = len(recorder.recipients())
+        recorder.delay = 0.01
+        victim = scheduler(settings, server)
+        target = rng.randrange(0, len(everyone))
+        wait_for(lambda: len(recorder.recipients()) - before >= target or victim.poll() is not None)  # noqa: B023
+        time.sleep(rng.uniform(0, 0.02))
+        if victim.poll() is None:
+            victim.kill()  # the scheduler process itself, SIGKILL
+            kills += 1
+        victim.communicate()
+        recorder.delay = 0
+        time.sleep(LEASE + 0.3)
+        rerun = scheduler(settings, server)
+        output = rerun.communicate(timeout=120)[0]
+        assert rerun.returncode == 0, output
+        send_id = trial + 1
+        detail = json.loads(run("sends", str(send_id), "--json").output)
+        assert detail["counts"]["in_doubt"] <= 1, "at most the message on the wire is in doubt"
+        if detail["counts"]["in_doubt"]:
+            assert run("resolve", str(send_id), "--resend").exit_code == 0
+            again = scheduler(settings, server)
+            assert again.communicate(timeout=120)[0] is not None and again.returncode == 0
+        detail = json.loads(run("sends", str(send_id), "--json").output)
+        assert detail["status"] == "sent" and detail["counts"]["sent"] == len(everyone), detail
+        got = Counter(recorder.recipients()[before:])
+        assert set(got) == everyone, f"trial {trial}: nobody lost"
+        assert sum(got.values()) - len(everyone) <= 1, f"trial {trial}: no more duplicates than kills"
+
+
+def test_kill_9_at_random_moments_loses_no_one_and_doubles_at_most_one_per_kill_on_sqlite(
+        newsletter_with_list: Settings, store: Store, smtp_server) -> None:
+    kill_at_random_then_recover(newsletter_with_list, store, smtp_server, trials=6)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_kill_9_at_random_moments_loses_no_one_and_doubles_at_most_one_per_kill_on_postgresql(
+        newsletter_with_list: Settings, store: Store, smtp_server, database_url: str) -> None:
+    kill_at_random_then_recover(newsletter_with_list, store, smtp_server, trials=6)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_database_going_away_mid_send_is_one_line_and_nothing_delivered_goes_twice(
+        newsletter_with_list: Settings, store: Store, smtp_server, database_url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    everyone = readers(store, 60)
+    assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
+    recorder = smtp_server.recorder
+    recorder.delay = 0.03
+    victim = scheduler(newsletter_with_list, smtp_server)
+    wait_for(lambda: len(recorder.recipients()) >= 15)
+    url = make_url(database_url)
+    admin = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname="postgres", autocommit=True)
+    try:
+        admin.execute(f'ALTER DATABASE "{url.database}" WITH ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (url.database,))
+        output = victim.communicate(timeout=120)[0]
+        assert victim.returncode != 0
+        assert "lost the database while sending" in output and "Traceback" not in output, output
+        assert "@example.net" not in output, "no subscriber data in the error"
+    finally:
+        admin.execute(f'ALTER DATABASE "{url.database}" WITH ALLOW_CONNECTIONS true')
+        admin.close()
+    recorder.delay = 0
+    time.sleep(LEASE + 0.3)
+    rerun = scheduler(newsletter_with_list, smtp_server)
+    assert rerun.communicate(timeout=120)[0] is not None and rerun.returncode == 0
+    received = Counter(recorder.recipients())
+    assert set(received.values()) == {1}, "nothing delivered is sent again"
+    detail = json.loads(run("sends", "1", "--json").output)
+    doubtful = {m["email"] for m in detail["missed"] if m["outcome"] == "in_doubt"}
+    assert len(doubtful) <= 1 and detail["counts"]["sent"] + len(doubtful) == len(everyone)
+    assert set(received) >= everyone - doubtful, "everyone else got their copy"
+
+
+def test_a_scheduler_that_lost_its_lease_leaves_the_new_owners_claim_alone(newsletter_with_list: Settings, store: Store) -> None:
+    import dataclasses
+
+    from sqlalchemy import select, update
+
+    from newsletter.providers import Outcomes
+    from newsletter.scheduler import Scheduler
+    from newsletter.store.schema import DeliveryStatus, batches, schedulers
+
+    settings = dataclasses.replace(newsletter_with_list, batch_size=1000, lease_seconds=LEASE)
+    everyone = readers(store, 20)
+    assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
+    seen: list[str] = []
+
+    class OneByOne:
+        name = "smtp"
+
+        def __init__(self, on_first=None) -> None:  # noqa: ANN001
+            self.on_first = on_first
+
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+            for recipient in recipients:
+                if not outcomes.may_send():
+                    return {}
+                seen.append(recipient.email)
+                outcomes.settle(recipient, DeliveryStatus.SENT)
+                if self.on_first:
+                    self.on_first, hook = None, self.on_first
+                    hook()
+            return {}
+
+    first = Scheduler(store, settings, OneByOne(), "secret")
+    second = Scheduler(store, settings, OneByOne(), "secret")
+
+    def paused_past_the_lease() -> None:
+        with store.begin() as conn:  # the lease runs out while the first is frozen…
+            conn.execute(update(schedulers).where(schedulers.c.id == first.id).values(lease_until=utcnow()))
+        first._lease_ok_until = 0.0  # …and its own clock says so too
+        second._register()
+        second._recover(second_report)
+        second._claimed = second._claim()  # the second takes the batch over
+        assert second._claimed is not None
+
+    from newsletter.scheduler import RunReport
+
+    second_report = RunReport()
+    first.provider = OneByOne(paused_past_the_lease)
+    report = first.run_once()
+    assert report.lease_lost
+    with store.engine.connect() as conn:
+        batch = conn.execute(select(batches)).one()
+    assert batch.status == "in_flight" and batch.claimed_by == second.id, "the second scheduler's claim stands"
+    second._send(second._claimed, second_report)
+    second._unregister()
+    doubtful = {m["email"] for m in json.loads(run("sends", "1", "--json").output)["missed"] if m["outcome"] == "in_doubt"}
+    assert len(doubtful) == 1, "what the first may have had on the wire when it froze"
+    assert set(Counter(seen).values()) == {1} and set(seen) == everyone - doubtful, "everyone else once"
