@@ -296,7 +296,7 @@ class Scheduler:
                 got = ops.claim(conn, self.id, self.provider.name, utcnow(), self.store.dialect == "postgresql")
                 if got is False:
                     continue  # another scheduler took it first
-                if got is not None and got.batch.send_id not in self._issues:
+                if isinstance(got, Claimed) and got.batch.send_id not in self._issues:
                     row = conn.execute(sends.select().where(sends.c.id == got.batch.send_id)).one()
                     self._issues[row.id] = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text,
                                                  send_id=row.id)
