@@ -60,3 +60,10 @@ def test_cli_reports_a_bad_setting_without_a_traceback(project: Path) -> None:
     assert result.exit_code == 1
     assert "'batch_size' must be a whole number" in result.output
     assert "Traceback" not in result.output
+
+
+def test_retry_and_lease_settings_must_be_positive(project: Path) -> None:
+    assert load_settings(project, environ={"NEWSLETTER_LEASE_SECONDS": "2.5"}).lease_seconds == 2.5
+    for key in ("LEASE_SECONDS", "RETRY_AFTER", "RETRY_FOR_HOURS"):
+        with pytest.raises(ConfigError, match=f"NEWSLETTER_{key}: '{key.lower()}' must be greater than 0"):
+            load_settings(project, environ={f"NEWSLETTER_{key}": "0"})
