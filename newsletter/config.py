@@ -126,6 +126,7 @@ class Settings:
 _NOT_SETTINGS = {"root", "warnings"}
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in _NOT_SETTINGS}
 _TYPES = {name: hint for name, hint in typing.get_type_hints(Settings).items() if name in _FIELDS}
+POSITIVE = {"retry_after", "retry_for_hours", "lease_seconds"}  # a zero here would retry or take over at once
 _TOML_KEYS = {name for name in _FIELDS if name not in SECRET_ENV}
 
 
@@ -161,9 +162,12 @@ def _coerce(key: str, value: object, where: str) -> object:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}") from None
+        if key in POSITIVE and not number > 0:
+            raise ConfigError(f"{where}: '{key}' must be greater than 0, not {value!r}")
+        return number
     if not isinstance(value, str):
         raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
     allowed = "\n" if key in MULTILINE else ""

@@ -17,7 +17,10 @@ accepted and only the editor may send it again.
    a heartbeat. A lease that has run out is never renewed: a scheduler that
    wakes after it (SIGSTOP, a frozen VM) finds out before its next message
    (`may_send`) and stops without sending more. Process ids play no part: they
-   repeat across containers that share a hostname.
+   repeat across containers that share a hostname. Leases are written in each
+   scheduler's UTC clock, so machines sharing a database need clocks that agree
+   to well within `lease_seconds`; a scheduler trusts its lease for only half
+   of it after each renewal.
 3. Claim (store.deliveries.claim). A batch moves pending → in_flight in its own
    transaction before the provider is called: `FOR UPDATE SKIP LOCKED` on
    PostgreSQL, the write lock of `BEGIN IMMEDIATE` on SQLite, and in both a
@@ -296,7 +299,7 @@ class Scheduler:
                 got = ops.claim(conn, self.id, self.provider.name, utcnow(), self.store.dialect == "postgresql")
                 if got is False:
                     continue  # another scheduler took it first
-                if got is not None and got.batch.send_id not in self._issues:
+                if isinstance(got, Claimed) and got.batch.send_id not in self._issues:
                     row = conn.execute(sends.select().where(sends.c.id == got.batch.send_id)).one()
                     self._issues[row.id] = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text,
                                                  send_id=row.id, message_key=send_key(self.signer.token, row.id, row.created_at))
@@ -350,11 +353,10 @@ class Scheduler:
         ledger.flush()
         unsettled = [r for r in recipients if r.delivery_id not in ledger.settled]
         error = f"{type(exc).__name__}: {exc}"
-        if not ledger.at_once:
-            pass  # an idempotent provider can simply try again
-        elif per_message:
+        # An idempotent provider (the outbox) can simply try again: nothing is in doubt there.
+        if ledger.at_once and per_message:
             ledger.settle_rest(unsettled[:1], DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
-        else:
+        elif ledger.at_once:
             ledger.settle_rest(unsettled, DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
         batch = claimed.batch
         note = (f"held after an unexpected error in batch {batch.number}: {error}; once it is fixed, "

@@ -152,3 +152,7 @@ def test_a_control_character_in_a_setting_is_refused(project: Path, key: str) ->
 def test_a_postal_address_may_span_lines(project: Path) -> None:
     (project / "newsletter.toml").write_text('postal_address = """1 Lane\nTown"""\n', encoding="utf-8")
     assert load_settings(project, environ={}).postal_address == "1 Lane\nTown"
+    assert load_settings(project, environ={"NEWSLETTER_LEASE_SECONDS": "2.5"}).lease_seconds == 2.5
+    for key in ("LEASE_SECONDS", "RETRY_AFTER", "RETRY_FOR_HOURS"):
+        with pytest.raises(ConfigError, match=f"NEWSLETTER_{key}: '{key.lower()}' must be greater than 0"):
+            load_settings(project, environ={f"NEWSLETTER_{key}": "0"})

@@ -26,7 +26,7 @@ def smtp_env(server) -> dict[str, str]:  # noqa: ANN001
             "NEWSLETTER_LEASE_SECONDS": str(LEASE)}
 
 
-LEASE = 1.5  # seconds: short, so that a rerun may take over a killed scheduler's batch soon
+LEASE = 3.0  # seconds: short, so that a rerun may take over a killed scheduler's batch soon
 
 
 def scheduler_process(settings: Settings, *options: str, **env: str) -> subprocess.Popen:

@@ -280,3 +280,15 @@ def test_an_smtp_url_with_a_bad_port_is_one_line_naming_the_setting(newsletter_w
     result = run("scheduler", "--once")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "NEWSLETTER_SMTP_URL" in result.output and "port" in result.output and "s3cret" not in result.output
+
+
+def test_the_sends_list_fits_the_terminal_and_json_serves_scripts(newsletter_with_list: Settings, store: Store) -> None:
+    for _ in range(3):
+        assert run("queue", NEWEST, "--at", "now", "--yes", "--again").exit_code == 0
+    run("scheduler", "--once")
+    listed = run("sends").output
+    assert max(len(line) for line in listed.splitlines()) <= 80, listed  # CliRunner's terminal is 80 columns
+    assert "#3" in listed and "sent" in listed
+    data = json.loads(run("sends", "--json").output)
+    assert [s["id"] for s in data] == [1, 2, 3] and all(s["status"] == "sent" for s in data)
+    assert all(s["counts"]["sent"] == data[0]["counts"]["sent"] > 0 for s in data)

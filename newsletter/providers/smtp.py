@@ -145,11 +145,13 @@ class SmtpProvider:
                 except _Refused as exc:
                     outcomes.settle(recipient, exc.status, str(exc))
                     if exc.code == 421:
-                        server = _close(server)  # the server is closing this connection
+                        _close(server)  # the server is closing this connection
+                        server = None
                     elif not on_wire[0]:
                         server = _reset(server)
                 except (OSError, smtplib.SMTPException) as exc:
-                    server = _close(server)
+                    _close(server)
+                    server = None
                     if on_wire[0]:
                         outcomes.settle(recipient, DeliveryStatus.IN_DOUBT,
                                         f"the connection broke while the message was with the server ({exc}); it may have been delivered")
@@ -169,17 +171,20 @@ def _reset(server: smtplib.SMTP) -> smtplib.SMTP | None:
         server.rset()
         return server
     except (OSError, smtplib.SMTPException):
-        return _close(server)
+        _close(server)
+        return None
 
 
 def _close(server: smtplib.SMTP, polite: bool = False) -> None:
+    """Close the connection (after QUIT when `polite`); returns None, the connection there is now."""
     try:
         if polite:
             server.quit()
-            return
+            return None
     except (OSError, smtplib.SMTPException):
         pass
     try:
         server.close()
     except OSError:
         pass
+    return None

@@ -133,7 +133,7 @@ def finish_settled_sends(conn: Connection) -> list[int]:
 @dataclass(frozen=True)
 class Claimed:
     batch: Row[Any]
-    rows: Sequence[Row[Any]]  # delivery_id, subscriber_id, email, name, attempts, deferred_since, of the active recipients
+    rows: Sequence[Any]  # named rows: delivery_id, subscriber_id, email, name, attempts, deferred_since, of the active recipients
     skipped: int  # unsubscribed (or bounced…) since the freeze: recorded as skipped in the claim
 
 
@@ -158,7 +158,7 @@ def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, 
     gone = select(subscribers.c.id).where(subscribers.c.status != SubscriberStatus.ACTIVE)
     skipped = conn.execute(update(deliveries).where(due, deliveries.c.subscriber_id.in_(gone))
                            .values(status=DeliveryStatus.SKIPPED)).rowcount
-    rows = conn.execute(
+    rows: Sequence[Any] = conn.execute(
         select(deliveries.c.id.label("delivery_id"), deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
                deliveries.c.attempts, deliveries.c.deferred_since)
         .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
