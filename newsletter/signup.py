@@ -116,11 +116,16 @@ def deliver(settings: Settings, issue: Issue, recipient: Recipient) -> None:
 
     The only place signup touches a provider, through its public interface;
     DeliveryFailed or OutcomeUnknown as the provider raises them."""
-    from .providers import DeliveryFailed, get_provider
+    from .providers import Collected, DeliveryFailed, OutcomeUnknown, get_provider
+    from .store.schema import DeliveryStatus
 
-    refused = get_provider(settings).send(issue, [recipient])
-    if refused:
-        raise DeliveryFailed("; ".join(refused.values()))
+    outcomes = Collected()
+    get_provider(settings).send(issue, [recipient], outcomes)
+    for status, reason in outcomes.settled.values():
+        if status == DeliveryStatus.IN_DOUBT:
+            raise OutcomeUnknown(reason)
+        if status != DeliveryStatus.SENT:
+            raise DeliveryFailed(reason or str(status))
 
 
 class Signups:

@@ -83,7 +83,7 @@ def test_the_preview_shows_an_image_warning_beside_the_issue(settings: Settings)
 
     write_image(settings.issues_path / "chart.png", 200, 100)
     write_essay(settings, DRAFT, 'title: "Not yet, please"\ndate: 2027-01-04\ndraft: true', "![](chart.png)")
-    page = TestClient(preview.create_app(settings, watch=False)).get(f"/issues/{DRAFT}/").text
+    page = TestClient(preview.create_app(settings, watch=False), base_url="http://127.0.0.1:8001").get(f"/issues/{DRAFT}/").text
     assert "Worth fixing before you send it" in page and "image &#39;chart.png&#39; has no alt text" in page
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..store.schema import NEEDS_EDITOR, DeliveryStatus, SendStatus
+from ..statuses import NEEDS_EDITOR, DeliveryStatus, SendStatus
 
 from .common import cli, open_store, print_run, progress_bar, settings, show
 

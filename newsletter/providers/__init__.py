@@ -35,7 +35,7 @@ from typing import Protocol
 
 from ..config import ConfigError, Settings
 from ..messages import Issue, Recipient
-from ..store.schema import DeliveryStatus
+from ..statuses import DeliveryStatus
 
 
 class DeliveryFailed(Exception):
