@@ -41,6 +41,9 @@ accepted and only the editor may send it again.
    out: with a per-message provider, its first unsettled delivery is in doubt
    and the rest are claimable; with SendGrid every unsettled one is in doubt;
    with the outbox (idempotent: a file per delivery) all go back to pending.
+   On SQLite, outcomes are committed without an fsync (durable against a
+   crash or kill -9, not a power cut), so a batch claimed before the machine
+   last started has every unsettled delivery in doubt.
 Nothing in doubt is sent again without the editor (`newsletter resolve SEND
 --resend | --mark-sent`); failed ones only with `--retry-failed`. A send is
 sent when every batch is done. An unexpected error in one send holds that
@@ -75,6 +78,18 @@ from .store.schema import DeliveryStatus, SendStatus, sends, utcnow
 from .tokens import Signer, unsubscribe_url
 
 MAX_BATCH = 1000  # SendGrid's limit per request; no provider gets more at once
+
+
+def booted_at() -> dt.datetime | None:
+    """When this machine last started (Linux's /proc/stat), naive UTC like every stored time; None if unknown."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            for line in stat:
+                if line.startswith("btime "):
+                    return dt.datetime.fromtimestamp(int(line.split()[1]), dt.timezone.utc).replace(tzinfo=None)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 class StoreLost(NewsletterError):
@@ -250,8 +265,8 @@ class Scheduler:
         """The one connection outcomes are recorded on, kept open for the run (a commit per
         message is most of a message's cost). On SQLite its commits skip the fsync
         (synchronous=NORMAL in WAL mode): durable against a crash or kill -9 of this
-        process, not against power loss, after which `recover` treats the whole
-        unsettled rest of a claimed batch as in doubt (see store.deliveries.recover)."""
+        process, not against a power cut, after which `recover` holds the whole
+        unsettled rest of a claimed batch in doubt (see store.deliveries.recover)."""
         if self._recording is None:
             conn = for_writing(self.store.engine.connect())
             self._synchronous(conn, "NORMAL")
@@ -280,7 +295,8 @@ class Scheduler:
     # -- the steps ------------------------------------------------------------
     def _recover(self, report: RunReport) -> None:
         with self.store.begin() as conn:
-            report.in_doubt.extend(ops.recover(conn, self.id, utcnow(), IDEMPOTENT, SETTLES_EACH))
+            booted = booted_at() if self.store.dialect == "sqlite" else None
+            report.in_doubt.extend(ops.recover(conn, self.id, utcnow(), IDEMPOTENT, SETTLES_EACH, booted))
 
     def _hold_if_overdue(self, conn: Connection, send: Row[Any], now: dt.datetime, since: dt.datetime,
                          report: RunReport) -> bool:

@@ -272,3 +272,49 @@ def test_a_database_locked_by_a_stopped_process_is_one_line_not_a_hang(newslette
         frozen.execute("ROLLBACK")
         frozen.close()
     assert run("scheduler", "--once").exit_code == 0, "and once it is free, the send goes out"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("power_cut", [False, True], ids=["killed", "power-cut"])
+def test_after_a_power_cut_the_unrecorded_rest_of_a_batch_is_in_doubt_not_sent_again(
+        newsletter_with_list: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, power_cut: bool) -> None:
+    """SQLite outcomes are committed without an fsync: a kill -9 keeps them, a power cut may not."""
+    import dataclasses
+
+    from newsletter import scheduler as scheduling
+    from newsletter.providers import Outcomes
+    from newsletter.scheduler import Scheduler
+    from newsletter.store.schema import DeliveryStatus
+
+    settings = dataclasses.replace(newsletter_with_list, batch_size=10, lease_seconds=0.2)
+    assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
+    sent: list[str] = []
+
+    class Dies:
+        name = "smtp"
+
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+            for n, recipient in enumerate(recipients):
+                if n == 3:
+                    raise KeyboardInterrupt("the machine stops")
+                sent.append(recipient.email)
+                outcomes.settle(recipient, DeliveryStatus.SENT)
+            return {}
+
+    class Sends(Dies):
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+            for recipient in recipients:
+                sent.append(recipient.email)
+                outcomes.settle(recipient, DeliveryStatus.SENT)
+            return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        Scheduler(store, settings, Dies(), "secret").run_once()
+    if power_cut:
+        monkeypatch.setattr(scheduling, "booted_at", utcnow)  # the machine started after that claim
+    time.sleep(0.3)  # the lease runs out
+    Scheduler(store, settings, Sends(), "secret").run_once()
+    counts = json.loads(run("sends", "--json").output)[0]["counts"]
+    assert counts["in_doubt"] == (7 if power_cut else 1), counts
+    assert len(sent) == len(set(sent)), "nobody twice"
+    assert counts["sent"] == len(sent) and counts["pending"] == 0, "everyone else got theirs, recorded"
