@@ -86,7 +86,7 @@ def booted_at() -> dt.datetime | None:
         with open("/proc/stat", encoding="ascii") as stat:
             for line in stat:
                 if line.startswith("btime "):
-                    return dt.datetime.fromtimestamp(int(line.split()[1]), dt.timezone.utc).replace(tzinfo=None)
+                    return dt.datetime.fromtimestamp(int(line.split()[1]), dt.UTC).replace(tzinfo=None)
     except (OSError, ValueError):
         pass
     return None

@@ -286,7 +286,7 @@ def test_after_a_power_cut_the_unrecorded_rest_of_a_batch_is_in_doubt_not_sent_a
     from newsletter.scheduler import Scheduler
     from newsletter.store.schema import DeliveryStatus
 
-    settings = dataclasses.replace(newsletter_with_list, batch_size=10, lease_seconds=0.2)
+    settings = dataclasses.replace(newsletter_with_list, batch_size=10, lease_seconds=LEASE)
     assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
     sent: list[str] = []
 
@@ -312,7 +312,7 @@ def test_after_a_power_cut_the_unrecorded_rest_of_a_batch_is_in_doubt_not_sent_a
         Scheduler(store, settings, Dies(), "secret").run_once()
     if power_cut:
         monkeypatch.setattr(scheduling, "booted_at", utcnow)  # the machine started after that claim
-    time.sleep(0.3)  # the lease runs out
+    time.sleep(LEASE + 0.3)  # the lease runs out
     Scheduler(store, settings, Sends(), "secret").run_once()
     counts = json.loads(run("sends", "--json").output)[0]["counts"]
     assert counts["in_doubt"] == (7 if power_cut else 1), counts
