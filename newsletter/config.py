@@ -32,6 +32,7 @@ SECRET_ENV = {
 
 
 BATCH_SIZE_MAX = 1000  # what providers accept in one call (SendGrid: 1,000 personalizations)
+CONCURRENCY_MAX = 64  # workers in one scheduler: more is a mistake, not a speed-up
 MULTILINE = {"postal_address"}  # the only settings that may span lines
 NOT_A_NEWSLETTER = "no newsletter.toml here or in a parent folder; run `newsletter init`"
 
@@ -64,6 +65,9 @@ class Settings:
     retry_after: float = 300.0  # seconds before a temporarily refused delivery is tried again; doubled each time
     retry_for_hours: float = 24.0  # then it fails with the last answer
     lease_seconds: float = 60.0  # a scheduler's claims are its own this long after its last renewal
+    concurrency: int = 4  # SMTP connections, or SendGrid requests, one scheduler keeps going at once
+    max_per_second: float = 0.0  # messages a second, all of a scheduler's workers together; 0 (unset): no limit
+    max_per_hour: int = 0  # messages in any hour, likewise; 0 (unset): no limit
     timezone: str = "UTC"
     language: str = "en"
     # The signup form (see signup.py).
@@ -127,6 +131,7 @@ _NOT_SETTINGS = {"root", "warnings"}
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in _NOT_SETTINGS}
 _TYPES = {name: hint for name, hint in typing.get_type_hints(Settings).items() if name in _FIELDS}
 POSITIVE = {"retry_after", "retry_for_hours", "lease_seconds"}  # a zero here would retry or take over at once
+NO_LIMIT = {"max_per_second", "max_per_hour"}  # 0 means no limit
 _TOML_KEYS = {name for name in _FIELDS if name not in SECRET_ENV}
 
 
@@ -149,7 +154,7 @@ def _coerce(key: str, value: object, where: str) -> object:
             number = int(value)
         except ValueError:
             raise ConfigError(f"{where}: '{key}' must be a whole number, not {value!r}") from None
-        if number <= 0:
+        if number < 0 or (number == 0 and key not in NO_LIMIT):
             raise ConfigError(f"{where}: '{key}' must be greater than 0, not {number}")
         return number
     if expected is bool:
@@ -167,6 +172,8 @@ def _coerce(key: str, value: object, where: str) -> object:
             raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}") from None
         if key in POSITIVE and not number > 0:
             raise ConfigError(f"{where}: '{key}' must be greater than 0, not {value!r}")
+        if key in NO_LIMIT and not number >= 0:
+            raise ConfigError(f"{where}: '{key}' must be 0 (no limit) or more, not {value!r}")
         return number
     if not isinstance(value, str):
         raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
@@ -277,6 +284,10 @@ def load_settings(root: Path | None = None, environ: dict[str, str] | None = Non
     assert isinstance(batch_size, int)
     if batch_size > BATCH_SIZE_MAX:
         raise ConfigError(f"{where('batch_size')}: 'batch_size' must be between 1 and {BATCH_SIZE_MAX:,}, not {batch_size}")
+    concurrency = values.get("concurrency", Settings.concurrency)
+    assert isinstance(concurrency, int)
+    if concurrency > CONCURRENCY_MAX:
+        raise ConfigError(f"{where('concurrency')}: 'concurrency' must be between 1 and {CONCURRENCY_MAX}, not {concurrency}")
     base_url = values.get("base_url", Settings.base_url)
     assert isinstance(base_url, str)
     warning = _check_base_url(base_url, where("base_url"))

@@ -70,22 +70,26 @@ class Pace:
             return start - now
 
     def wait(self, count: int = 1, stop: threading.Event | None = None) -> bool:
-        """Block until `count` more messages may go; False if `stop` was set meanwhile (send nothing then)."""
+        """Block until `count` more messages may go. False when there was a wait and
+        `stop` was set before it ended: send nothing then (a stopping scheduler does
+        not sit out a long wait for its pace)."""
         delay = self.reserve(count)
-        if delay > 0:
-            if stop is not None:
-                return not stop.wait(delay)
-            time.sleep(delay)
-        return not (stop is not None and stop.is_set())
+        if delay <= 0:
+            return True
+        if stop is not None:
+            return not stop.wait(delay)
+        time.sleep(delay)
+        return True
 
-    def slow_down(self) -> None:
-        """The provider asked us to slow down: halve the pace for a while."""
+    def slow_down(self, pause: float = 0.0) -> None:
+        """The provider asked us to slow down: halve the pace for a while, and send
+        nothing for `pause` seconds when it said how long (SendGrid's X-RateLimit-Reset)."""
         with self._lock:
             now = self.clock()
             current = self._rate(now) or self._measured(now)
             self._slowed = max(current / 2, SLOWEST)
             self._slowed_at = now
-            self._next = max(self._next, now)
+            self._next = max(self._next, now + pause)
 
     def _measured(self, now: float) -> float:
         while self._recent and self._recent[0][0] < now - MEASURE:

@@ -21,12 +21,17 @@ accepted and only the editor may send it again.
    scheduler's UTC clock, so machines sharing a database need clocks that agree
    to well within `lease_seconds`; a scheduler trusts its lease for only half
    of it after each renewal.
-3. Claim (store.deliveries.claim). A batch moves pending → in_flight in its own
+3. Claim (worker.py, store.deliveries.claim). Each of the scheduler's
+   `concurrency` workers, on its own thread and connection, claims one batch
+   at a time. A batch moves pending → in_flight in its own
    transaction before the provider is called: `FOR UPDATE SKIP LOCKED` on
    PostgreSQL, the write lock of `BEGIN IMMEDIATE` on SQLite, and in both a
    compare-and-set on the status. Subscribers unsubscribed since the freeze are
    skipped here.
-4. Send and record (Ledger, store.deliveries.settle). SMTP and the outbox
+4. Send and record (worker.Ledger, store.deliveries.settle). Before each
+   message (each request, with SendGrid) the lease is checked and the pace
+   (pace.py: max_per_second, max_per_hour, slower when the provider asks)
+   waited for. SMTP and the outbox
    settle each recipient before the next goes on the wire, and with SMTP each
    outcome is committed at once: a crash, kill -9 or lost database leaves at
    most the one message that was on the wire unrecorded. A 5xx fails that
@@ -34,7 +39,7 @@ accepted and only the editor may send it again.
    from `retry_after` seconds doubling until `retry_for_hours`, then failed
    with the last answer. SendGrid takes a request whole or not at all, so
    there the batch is the unit of doubt.
-5. Finish (store.deliveries.finish). Only the scheduler still holding the claim
+5. Finish (worker.Worker.finish, store.deliveries.finish). Only the scheduler still holding the claim
    closes the batch: done when every delivery is settled, claimable again
    otherwise (deferred ones at their retry time).
 6. Recover (store.deliveries.recover). A batch in flight under a lease that ran
@@ -58,24 +63,24 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
 from typing import Any
 
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Settings
-from .errors import NewsletterError
-from .messages import Issue, Recipient, send_key
-from .providers import IDEMPOTENT, SETTLES_EACH, DeliveryFailed, OutcomeUnknown, Provider
+from .messages import Issue, send_key
+from .pace import Pace
+from .providers import IDEMPOTENT, SETTLES_EACH, Provider
 from .store import Store
-from .store.db import describe_failure, for_writing
 from .store import deliveries as ops
-from .store.deliveries import Claimed, Outcome, Retry
+from .store.deliveries import Retry
+from .store.sends import active_count
 from .store.schema import DeliveryStatus, SendStatus, sends, utcnow
-from .tokens import Signer, unsubscribe_url
+from .tokens import Signer
+from .worker import StoreLost, Worker, lost_store
 
 MAX_BATCH = 1000  # SendGrid's limit per request; no provider gets more at once
 
@@ -92,8 +97,8 @@ def booted_at() -> dt.datetime | None:
     return None
 
 
-class StoreLost(NewsletterError):
-    """The database went away mid-send; what was recorded stands, the rest is resolved on restart."""
+_COUNTERS = {DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed", DeliveryStatus.DEFERRED: "deferred",
+             DeliveryStatus.IN_DOUBT: "doubtful", DeliveryStatus.SKIPPED: "skipped"}
 
 
 @dataclass
@@ -111,60 +116,22 @@ class RunReport:
     completed: list[int] = field(default_factory=list)  # sends that are now fully sent
     next_retry: dt.datetime | None = None
     lease_lost: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # workers count at once
 
     @property
     def settled(self) -> int:
         return self.sent + self.skipped + self.failed + self.deferred + self.doubtful
 
+    def add(self, counter: str, amount: int) -> None:
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + amount)
+
     def count(self, status: DeliveryStatus) -> None:
-        name = {DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed", DeliveryStatus.DEFERRED: "deferred",
-                DeliveryStatus.IN_DOUBT: "doubtful", DeliveryStatus.SKIPPED: "skipped"}[status]
-        setattr(self, name, getattr(self, name) + 1)
+        self.add(_COUNTERS[status], 1)
 
-
-class Ledger:
-    """The Outcomes a provider reports to (see providers/__init__.py), for one claimed batch."""
-
-    def __init__(self, scheduler: Scheduler, claimed: Claimed, report: RunReport):
-        self.scheduler = scheduler
-        self.claimed = claimed
-        self.report = report
-        self.rows = {row.delivery_id: row for row in claimed.rows}
-        self.settled: set[int] = set()
-        provider = claimed.batch.provider or ""
-        # Idempotent providers can repeat a delivery harmlessly: their outcomes are recorded with the batch.
-        self.at_once = not IDEMPOTENT.get(provider, False)
-        self.buffer: list[Outcome] = []
-
-    def settle(self, recipient: Recipient, status: DeliveryStatus, reason: str = "") -> None:
-        delivery_id = recipient.delivery_id
-        if delivery_id is None or delivery_id in self.settled:
-            return
-        self.settled.add(delivery_id)
-        row = self.rows[delivery_id]
-        self.buffer.append(Outcome(delivery_id, status, reason, row.attempts, row.deferred_since))
-        if self.at_once:
-            self.flush()
-
-    def settle_rest(self, recipients: list[Recipient], status: DeliveryStatus, reason: str) -> None:
-        for recipient in recipients:
-            if recipient.delivery_id not in self.settled:
-                self.settled.add(recipient.delivery_id or 0)
-                row = self.rows[recipient.delivery_id or 0]
-                self.buffer.append(Outcome(row.delivery_id, status, reason, row.attempts, row.deferred_since))
-        self.flush()
-
-    def flush(self) -> None:
-        if not self.buffer:
-            return
-        outcomes, self.buffer = self.buffer, []
-        recorded = self.scheduler._record(outcomes)
-        for status in recorded:
-            self.report.count(status)
-        self.scheduler._progress(self.report)
-
-    def may_send(self) -> bool:
-        return self.scheduler._lease_held()
+    def note(self, kind: str, line: str) -> None:
+        with self._lock:
+            getattr(self, kind).append(line)
 
 
 class Scheduler:
@@ -177,17 +144,19 @@ class Scheduler:
         self.progress = progress
         self.host = socket.gethostname()
         self.id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.stop = threading.Event()  # set it to stop after the current batch
+        self.stop = threading.Event()  # set it to stop after the current batch (and any wait for the pace)
         self.lease = dt.timedelta(seconds=settings.lease_seconds)
         self.retry = Retry(dt.timedelta(seconds=settings.retry_after), dt.timedelta(hours=settings.retry_for_hours))
-        self._issues: dict[int, Issue] = {}
+        self.pace = Pace(settings.max_per_second, settings.max_per_hour)
+        self.report = RunReport()
+        self.issues: dict[int, Issue] = {}
         self._beat: threading.Thread | None = None
         self._beat_done = threading.Event()
         self._lease_lock = threading.Lock()
         self._lease_ok_until = 0.0  # time.monotonic() until which the lease is surely ours
         self._lost = False
         self._total = 0
-        self._recording: Connection | None = None
+        self._progress_lock = threading.Lock()
 
     # -- the lease ----------------------------------------------------------
     def _renewed(self, started: float) -> None:
@@ -207,7 +176,7 @@ class Scheduler:
                 self._lost = True
             return ok
 
-    def _lease_held(self) -> bool:
+    def lease_held(self) -> bool:
         """Asked before each message: True only while this scheduler's lease surely holds."""
         if self._lost:
             return False
@@ -216,7 +185,7 @@ class Scheduler:
         try:
             return self._renew()
         except SQLAlchemyError as exc:
-            raise self._lost_store(exc) from None
+            raise lost_store(exc) from None
 
     def _register(self) -> None:
         started = time.monotonic()
@@ -247,50 +216,25 @@ class Scheduler:
         except SQLAlchemyError:
             pass  # the lease simply runs out
 
-    # -- recording ------------------------------------------------------------
-    def _lost_store(self, exc: Exception) -> StoreLost:
-        return StoreLost(f"lost the database while sending ({describe_failure(exc)}); what was recorded stands: "
-                         "run the scheduler again when it is back, and check `newsletter sends` for anything in doubt")
-
-    def _record(self, outcomes: list[Outcome]) -> list[DeliveryStatus]:
-        """Outcomes committed before the provider puts the next message on the wire."""
-        try:
-            conn = self._recorder()
-            with conn.begin():
-                return ops.settle(conn, outcomes, utcnow(), self.retry)
-        except SQLAlchemyError as exc:
-            raise self._lost_store(exc) from None
-
-    def _recorder(self) -> Connection:
-        """The one connection outcomes are recorded on, kept open for the run (a commit per
-        message is most of a message's cost). On SQLite its commits skip the fsync
-        (synchronous=NORMAL in WAL mode): durable against a crash or kill -9 of this
-        process, not against a power cut, after which `recover` holds the whole
-        unsettled rest of a claimed batch in doubt (see store.deliveries.recover)."""
-        if self._recording is None:
-            conn = for_writing(self.store.engine.connect())
-            self._synchronous(conn, "NORMAL")
-            self._recording = conn
-        return self._recording
-
-    def _close_recorder(self) -> None:
-        conn, self._recording = self._recording, None
-        if conn is None:
-            return
-        try:
-            self._synchronous(conn, "FULL")  # before it goes back to the pool
-            conn.close()
-        except (SQLAlchemyError, OSError, ValueError):
-            conn.invalidate()
-
-    def _synchronous(self, conn: Connection, level: str) -> None:
-        # Outside any transaction, on the driver's own connection: SQLite refuses it inside one.
-        if self.store.dialect == "sqlite":
-            conn.connection.driver_connection.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
-
-    def _progress(self, report: RunReport) -> None:
+    # -- what the workers share -------------------------------------------------
+    def counted(self, statuses: Iterable[DeliveryStatus]) -> None:
+        """Outcomes a worker recorded: into the report, and the progress bar."""
+        for status in statuses:
+            self.report.count(status)
         if self.progress:
-            self.progress(report.settled, max(self._total, report.settled))
+            with self._progress_lock:  # one worker at a time draws
+                settled = self.report.settled
+                self.progress(settled, max(self._total, settled))
+
+    def load_issue(self, conn: Connection, send_id: int) -> Issue:
+        """The frozen issue of a send, read once per run."""
+        issue = self.issues.get(send_id)
+        if issue is None:
+            row = conn.execute(sends.select().where(sends.c.id == send_id)).one()
+            issue = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text, send_id=row.id,
+                          message_key=send_key(self.signer.token, row.id, row.created_at))
+            self.issues[send_id] = issue  # two workers may both read it: the same either way
+        return issue
 
     # -- the steps ------------------------------------------------------------
     def _recover(self, report: RunReport) -> None:
@@ -319,7 +263,15 @@ class Scheduler:
                 if send.last_progress_at:
                     self._hold_if_overdue(conn, send, now, send.last_progress_at, report)
             report.completed.extend(ops.finish_settled_sends(conn))
+        if not due:
+            return
         size = min(self.settings.batch_size, MAX_BATCH)
+        if SETTLES_EACH.get(self.provider.name, False):
+            # Sent one by one, a small list is cut finer, so that every worker has a batch of its own
+            # (a batch provider keeps whole requests: one request of 40 beats four of 10).
+            with self.store.read() as conn:
+                readers = active_count(conn)
+            size = max(1, min(size, -(-readers // self.settings.concurrency)))
         for send in due:
             with self.store.begin() as conn:
                 if self._hold_if_overdue(conn, send, now, send.scheduled_at, report):
@@ -327,116 +279,48 @@ class Scheduler:
                 if ops.freeze(conn, send.id, size, now):
                     report.started.append(send.id)
 
-    def _claim(self) -> Claimed | None:
-        """Take one due batch, with its recipients, or None when there is none."""
-        while True:
-            with self.store.begin() as conn:
-                got = ops.claim(conn, self.id, self.provider.name, utcnow(), self.store.dialect == "postgresql")
-                if got is False:
-                    continue  # another scheduler took it first
-                if isinstance(got, Claimed) and got.batch.send_id not in self._issues:
-                    row = conn.execute(sends.select().where(sends.c.id == got.batch.send_id)).one()
-                    self._issues[row.id] = Issue(slug=row.issue_slug, subject=row.subject, html=row.html, text=row.text,
-                                                 send_id=row.id, message_key=send_key(self.signer.token, row.id, row.created_at))
-                return got  # type: ignore[return-value]
+    def _work(self) -> None:
+        """Run the workers, each on its own thread, until none has anything left; the first error stops them all."""
+        errors: list[BaseException] = []
 
-    def _recipients(self, claimed: Claimed, issue: Issue) -> list[Recipient]:
-        # The one per-recipient step of a send: a signed link, then a substitution in the provider.
-        link = unsubscribe_url(self.settings, "")
-        token = self.signer.token
-        return [Recipient(row.email, row.name or "", link + token(row.subscriber_id, issue.slug), row.subscriber_id, row.delivery_id)
-                for row in claimed.rows]
+        def run(worker: Worker) -> None:
+            try:
+                worker.run()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                errors.append(exc)
+                self.stop.set()
 
-    def _send(self, claimed: Claimed, report: RunReport) -> bool:
-        """Send one claimed batch; False when the provider stopped before settling everyone."""
-        batch = claimed.batch
-        issue = self._issues[batch.send_id]
-        report.skipped += claimed.skipped
-        ledger = Ledger(self, claimed, report)
-        recipients = self._recipients(claimed, issue)
-        per_message = SETTLES_EACH.get(self.provider.name, False)
-        where = f"send #{batch.send_id} batch {batch.number}"
-        try:
-            refused = self.provider.send(issue, recipients, ledger) if recipients else {}
-        except OutcomeUnknown as exc:
-            ledger.settle_rest(recipients, DeliveryStatus.IN_DOUBT, str(exc))
-            report.in_doubt.append(f"{where}: {exc}")
-        except DeliveryFailed as exc:
-            ledger.settle_rest(recipients, DeliveryStatus.DEFERRED if exc.retryable else DeliveryStatus.FAILED, str(exc))
-            report.errors.append(f"{where}: {exc}")
-        except StoreLost:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug in one send must not stop the others
-            self._hold_broken(claimed, recipients, ledger, per_message, exc, report)
-            self._finish(claimed, report)
-            return True  # that send is held; the others go on
-        else:
-            ledger.flush()
-            unsettled = [r for r in recipients if r.delivery_id not in ledger.settled]
-            for recipient in unsettled:
-                if recipient.delivery_id in refused:
-                    ledger.settle(recipient, DeliveryStatus.FAILED, refused[recipient.delivery_id or 0])
-            if not per_message:  # a batch provider that returned took the whole request
-                ledger.settle_rest(recipients, DeliveryStatus.SENT, "")
-        ledger.flush()
-        self._finish(claimed, report)
-        return all(r.delivery_id in ledger.settled for r in recipients)
-
-    def _hold_broken(self, claimed: Claimed, recipients: list[Recipient], ledger: Ledger, per_message: bool,
-                     exc: Exception, report: RunReport) -> None:
-        """An unexpected error: what may have gone out is in doubt, the send is held with the error."""
-        ledger.flush()
-        unsettled = [r for r in recipients if r.delivery_id not in ledger.settled]
-        error = f"{type(exc).__name__}: {exc}"
-        # An idempotent provider (the outbox) can simply try again: nothing is in doubt there.
-        if ledger.at_once and per_message:
-            ledger.settle_rest(unsettled[:1], DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
-        elif ledger.at_once:
-            ledger.settle_rest(unsettled, DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
-        batch = claimed.batch
-        note = (f"held after an unexpected error in batch {batch.number}: {error}; once it is fixed, "
-                f"`newsletter resolve {batch.send_id} --send-late` goes on")[:500]
-        with self.store.begin() as conn:
-            send = conn.execute(sends.select().where(sends.c.id == batch.send_id)).one()
-            if send.status == SendStatus.SENDING:
-                ops.hold(conn, send, note)
-        report.errors.append(f"send #{batch.send_id}: {note}")
-
-    def _finish(self, claimed: Claimed, report: RunReport) -> None:
-        try:
-            with self.store.begin() as conn:
-                if ops.finish(conn, self.id, claimed.batch, utcnow()):
-                    report.batches += 1
-        except SQLAlchemyError as exc:
-            raise self._lost_store(exc) from None
+        threads = [threading.Thread(target=run, args=(Worker(self),), name=f"scheduler-worker-{n}", daemon=True)
+                   for n in range(self.settings.concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)  # in slices, so the main thread still takes SIGTERM
+        if errors:
+            raise errors[0]
 
     # -- running --------------------------------------------------------------
     def run_once(self) -> RunReport:
-        """Send everything that is due, then return. Stops early, after the
-        current batch, when `stop` is set, and at once when the lease is lost."""
-        report = RunReport()
+        """Send everything that is due, then return. Stops early, after each
+        worker's current batch, when `stop` is set, and at once when the lease is lost."""
+        report = self.report = RunReport()
         try:
             self._register()
         except SQLAlchemyError as exc:
-            raise self._lost_store(exc) from None
+            raise lost_store(exc) from None
         try:
             self._recover(report)
             self._start(report)
             with self.store.engine.connect() as conn:
                 self._total = ops.pending_count(conn, utcnow())
-            while not self.stop.is_set() and self._lease_held():
-                claimed = self._claim()
-                if claimed is None:
-                    break
-                if not self._send(claimed, report):
-                    break  # stopped early (its lease, or the provider): the rest is claimable again
+            self._work()
             report.lease_lost = self._lost
         except SQLAlchemyError as exc:
-            raise self._lost_store(exc) from None
+            raise lost_store(exc) from None
         finally:
-            self._close_recorder()
             self._unregister()
-        touched = set(report.started) | set(self._issues)
+        touched = set(report.started) | set(self.issues)
         with self.store.engine.connect() as conn:
             report.completed = sorted(set(report.completed) | set(ops.sends_with(conn, touched, SendStatus.SENT)))
             report.next_retry = ops.next_retry(conn)
@@ -450,3 +334,6 @@ class Scheduler:
             if on_report:
                 on_report(report)
             self.stop.wait(poll_seconds)
+
+
+__all__ = ["MAX_BATCH", "RunReport", "Scheduler", "StoreLost", "booted_at"]

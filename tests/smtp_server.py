@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -15,7 +16,7 @@ class Recorder:
     """Keeps what it accepts; scripted, it answers some recipients as real servers do.
 
     - `refuse_rcpt[address]`: the reply to RCPT TO, every time (e.g. "550 5.1.1 no such user");
-    - `defer_rcpt[address]`: how many times RCPT TO gets "451 4.7.1 try again later" before it is accepted;
+    - `defer_rcpt[address]`: how many times RCPT TO gets `defer_answer` ("451 4.7.1 try again later") before it is accepted;
     - `refuse_data[address]`: the reply after that recipient's message (e.g. "554 5.7.1 rejected as spam");
     - `drop_data`: addresses whose message is read whole, then the connection is dropped without an answer
       (the message is kept in `dropped`: it may well have been delivered)."""
@@ -25,9 +26,14 @@ class Recorder:
         self.sessions: list[tuple[bool, bytes | None]] = []  # (over TLS?, login) per message
         self.dropped: list[str] = []
         self.delay = 0.0
+        self.pause = 0.0  # seconds each message waits without blocking the others: a server with latency
+        self.arrivals: list[float] = []  # time.monotonic() of every message's DATA
+        self.in_data = 0
+        self.most_at_once = 0  # the most messages the server was taking at the same moment
         self.lock = threading.Lock()
         self.refuse_rcpt: dict[str, str] = {}
         self.defer_rcpt: dict[str, int] = {}
+        self.defer_answer = "451 4.7.1 try again later"
         self.refuse_data: dict[str, str] = {}
         self.drop_data: set[str] = set()
         self.rcpt_answers: list[tuple[str, str]] = []
@@ -38,7 +44,7 @@ class Recorder:
                 answer = self.refuse_rcpt[address]
             elif self.defer_rcpt.get(address, 0) > 0:
                 self.defer_rcpt[address] -= 1
-                answer = "451 4.7.1 try again later"
+                answer = self.defer_answer
             else:
                 envelope.rcpt_tos.append(address)
                 answer = "250 OK"
@@ -46,6 +52,19 @@ class Recorder:
         return answer
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+        with self.lock:
+            self.arrivals.append(time.monotonic())
+            self.in_data += 1
+            self.most_at_once = max(self.most_at_once, self.in_data)
+        try:
+            if self.pause:
+                await asyncio.sleep(self.pause)
+            return self._take(server, session, envelope)
+        finally:
+            with self.lock:
+                self.in_data -= 1
+
+    def _take(self, server, session, envelope):  # noqa: ANN001, ANN202
         if self.delay:
             time.sleep(self.delay)  # block the loop on purpose: a slow server
         for address in envelope.rcpt_tos:

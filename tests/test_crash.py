@@ -21,9 +21,9 @@ from .test_send import active_emails, add_readers, queue_now, run
 
 
 def smtp_env(server) -> dict[str, str]:  # noqa: ANN001
-    """Settings for scheduler processes that send through the test SMTP server, ten at a time."""
+    """Settings for scheduler processes that send through the test SMTP server, ten at a time, one connection."""
     return {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": server.url, "NEWSLETTER_BATCH_SIZE": "10",
-            "NEWSLETTER_LEASE_SECONDS": str(LEASE)}
+            "NEWSLETTER_LEASE_SECONDS": str(LEASE), "NEWSLETTER_CONCURRENCY": "1"}
 
 
 LEASE = 3.0  # seconds: short, so that a rerun may take over a killed scheduler's batch soon

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -43,13 +45,14 @@ def readers(store: Store, count: int) -> set[str]:
         return {s.email for s in ops.iter_subscribers(conn, ("active",))}
 
 
-def provider_env(server) -> dict[str, str]:  # noqa: ANN001
+def provider_env(server, concurrency: int = 1) -> dict[str, str]:  # noqa: ANN001
     """Settings that send through this test server (SMTP or SendGrid), ten at a time."""
     if isinstance(server, SendGridServer):
         chosen = {"NEWSLETTER_PROVIDER": "sendgrid", "SENDGRID_API_KEY": API_KEY, "NEWSLETTER_SENDGRID_HOST": server.host}
     else:
         chosen = {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": server.url}
-    return {**chosen, "NEWSLETTER_BATCH_SIZE": "10", "NEWSLETTER_LEASE_SECONDS": str(LEASE)}
+    return {**chosen, "NEWSLETTER_BATCH_SIZE": "10", "NEWSLETTER_LEASE_SECONDS": str(LEASE),
+            "NEWSLETTER_CONCURRENCY": str(concurrency)}
 
 
 def received(server) -> list[str]:  # noqa: ANN001
@@ -65,10 +68,27 @@ def slow_down(server, seconds: float) -> None:  # noqa: ANN001
         server.recorder.delay = seconds
 
 
-def scheduler(settings: Settings, server, *options: str) -> subprocess.Popen:  # noqa: ANN001
-    env = {**os.environ, **provider_env(server)}
-    return subprocess.Popen([sys.executable, "-m", "newsletter", "scheduler", *(options or ("--once",))], cwd=settings.root,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+SPAWNED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_scheduler_left_behind() -> Iterator[None]:
+    """Whatever a test ends with, no scheduler it started outlives it (stopped or not)."""
+    yield
+    while SPAWNED:
+        process = SPAWNED.pop()
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+        process.communicate()
+
+
+def scheduler(settings: Settings, server, *options: str, concurrency: int = 1) -> subprocess.Popen:  # noqa: ANN001
+    env = {**os.environ, **provider_env(server, concurrency)}
+    process = subprocess.Popen([sys.executable, "-m", "newsletter", "scheduler", *(options or ("--once",))], cwd=settings.root,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    SPAWNED.append(process)
+    return process
 
 
 def wait_for(condition, seconds: float = 30.0) -> None:  # noqa: ANN001
@@ -104,6 +124,12 @@ def test_a_scheduler_paused_past_its_lease_sends_nothing_more_when_it_wakes(news
     assert counts["pending"] == 0 and counts["sent"] + counts["in_doubt"] == len(everyone)
 
 
+def stopped(process: subprocess.Popen) -> bool:
+    """True once every thread of the process is stopped (state T in /proc)."""
+    tasks = list(Path(f"/proc/{process.pid}/task").iterdir())
+    return all(Path(task, "stat").read_text().rpartition(")")[2].split()[0] in "Tt" for task in tasks)
+
+
 def freeze_outside_a_write(process: subprocess.Popen, settings: Settings) -> None:
     """SIGSTOP the process at a moment it holds no SQLite write lock.
 
@@ -112,11 +138,11 @@ def freeze_outside_a_write(process: subprocess.Popen, settings: Settings) -> Non
     says the database stayed locked). This test is about the lease, so it
     freezes the scheduler between transactions, as it nearly always is."""
     url = make_url(settings.resolved_database_url)
-    process.send_signal(signal.SIGSTOP)
-    if url.get_backend_name() != "sqlite":
-        return  # PostgreSQL's locks are per row, and no one else wants those rows
     for _ in range(200):
         process.send_signal(signal.SIGSTOP)
+        wait_for(lambda: stopped(process))  # a signal is delivered a moment after it is sent
+        if url.get_backend_name() != "sqlite":
+            return  # PostgreSQL's locks are per row, and no one else wants those rows
         probe = sqlite3.connect(url.database or "", timeout=0, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
@@ -131,20 +157,21 @@ def freeze_outside_a_write(process: subprocess.Popen, settings: Settings) -> Non
 
 
 def kill_at_random_then_recover(settings: Settings, store: Store, server, trials: int) -> None:  # noqa: ANN001
-    """Kill -9 the scheduler at random moments, rerun it, resend what is in doubt: nobody is lost.
+    """Kill -9 the scheduler, with two workers, at random moments; rerun it, resend what is in doubt: nobody is lost.
 
     SMTP settles each message before the next, so a kill leaves at most the one
-    on the wire in doubt and costs at most one duplicate; SendGrid takes a
-    request whole, so there a batch (ten here) is the unit of doubt."""
+    on the wire per connection in doubt and costs at most that many duplicates;
+    SendGrid takes a request whole, so there a batch (ten here) is the unit of doubt."""
     smtp = not isinstance(server, SendGridServer)
-    doubt_unit = 1 if smtp else 10
+    workers = 2
+    doubt_unit = workers * (1 if smtp else 10)
     everyone = readers(store, 40)
     rng = random.Random(os.environ.get("KILL_SEED", "8"))
     for trial in range(trials):
         assert run("queue", NEWEST, "--at", "now", "--yes", "--again").exit_code == 0
         before = len(received(server))
         slow_down(server, 0.01 if smtp else 0.05)
-        victim = scheduler(settings, server)
+        victim = scheduler(settings, server, concurrency=workers)
         target = rng.randrange(0, len(everyone))
         wait_for(lambda: len(received(server)) - before >= target or victim.poll() is not None)  # noqa: B023
         time.sleep(rng.uniform(0, 0.02 if smtp else 0.08))
@@ -170,7 +197,7 @@ def kill_at_random_then_recover(settings: Settings, store: Store, server, trials
         assert sum(got.values()) - len(everyone) <= doubt_unit, f"trial {trial}: no more duplicates than one kill's doubt"
 
 
-def test_kill_9_at_random_moments_loses_no_one_and_doubles_at_most_one_per_kill(
+def test_kill_9_at_random_moments_loses_no_one_and_doubles_at_most_one_per_connection_per_kill(
         newsletter_with_list: Settings, store: Store, smtp_server) -> None:
     kill_at_random_then_recover(newsletter_with_list, store, smtp_server, trials=6)
 
@@ -226,7 +253,7 @@ def test_a_scheduler_that_lost_its_lease_leaves_the_new_owners_claim_alone(newsl
     from newsletter.scheduler import Scheduler
     from newsletter.store.schema import DeliveryStatus, batches, schedulers
 
-    settings = dataclasses.replace(newsletter_with_list, batch_size=1000, lease_seconds=LEASE)
+    settings = dataclasses.replace(newsletter_with_list, batch_size=1000, lease_seconds=LEASE, concurrency=1)
     everyone = readers(store, 20)
     assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
     seen: list[str] = []
@@ -256,20 +283,22 @@ def test_a_scheduler_that_lost_its_lease_leaves_the_new_owners_claim_alone(newsl
             conn.execute(update(schedulers).where(schedulers.c.id == first.id).values(lease_until=utcnow()))
         first._lease_ok_until = 0.0  # …and its own clock says so too
         second._register()
-        second._recover(second_report)
-        second._claimed = second._claim()  # the second takes the batch over
-        assert second._claimed is not None
+        second._recover(second.report)
+        taken.append(second_worker.claim())  # the second takes the batch over
+        assert taken[0] is not None
 
-    from newsletter.scheduler import RunReport
+    from newsletter.worker import Worker
 
-    second_report = RunReport()
+    second_worker = Worker(second)
+    taken: list = []
     first.provider = OneByOne(paused_past_the_lease)
     report = first.run_once()
     assert report.lease_lost
     with store.engine.connect() as conn:
         batch = conn.execute(select(batches)).one()
     assert batch.status == "in_flight" and batch.claimed_by == second.id, "the second scheduler's claim stands"
-    second._send(second._claimed, second_report)
+    second_worker.send(taken[0])
+    second_worker.close()
     second._unregister()
     doubtful = {m["email"] for m in json.loads(run("sends", "1", "--json").output)["missed"] if m["outcome"] == "in_doubt"}
     assert len(doubtful) == 1, "what the first may have had on the wire when it froze"
@@ -311,7 +340,7 @@ def test_after_a_power_cut_the_unrecorded_rest_of_a_batch_is_in_doubt_not_sent_a
     from newsletter.scheduler import Scheduler
     from newsletter.store.schema import DeliveryStatus
 
-    settings = dataclasses.replace(newsletter_with_list, batch_size=10, lease_seconds=LEASE)
+    settings = dataclasses.replace(newsletter_with_list, batch_size=10, lease_seconds=LEASE, concurrency=1)
     assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
     sent: list[str] = []
 

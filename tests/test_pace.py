@@ -105,3 +105,11 @@ def test_a_stop_while_waiting_sends_nothing() -> None:
     assert pace.wait(stop=stop)
     stop.set()
     assert not pace.wait(stop=stop), "stopped: the message must not go"
+
+
+def test_a_pause_asked_for_holds_every_worker_until_it_ends() -> None:
+    clock = Clock()
+    pace = Pace(clock=clock)
+    pace.slow_down(pause=5.0)
+    assert pace.reserve() == 5.0, "nothing until the provider's reset"
+    assert pace.reserve() > 5.0, "and then at the lowered pace"

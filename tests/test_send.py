@@ -178,7 +178,7 @@ def test_cancel_a_queued_send_and_stop_one_in_progress(newsletter_with_list: Set
     assert run("cancel", "1").exit_code == 0
     assert "Sent 0" in run("scheduler", "--once").output
 
-    settings = dataclasses.replace(newsletter_with_list, batch_size=5)
+    settings = dataclasses.replace(newsletter_with_list, batch_size=5, concurrency=1)
     queue_now(NEWEST, "--again")
     scheduler = scheduler_for(settings, store)
     inner = scheduler.provider

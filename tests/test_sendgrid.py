@@ -59,18 +59,47 @@ def test_each_personalization_carries_its_own_link_headers_and_ids(sendgrid_env,
     assert len(links) == len(accepted)
 
 
-def test_a_429_waits_for_the_rate_limit_reset_then_everyone_gets_exactly_one_copy(sendgrid_env, store: Store) -> None:
-    add_readers(store, 1500)  # two batches of 1,000 at most
+def test_a_429_waits_for_the_rate_limit_reset_then_everyone_gets_exactly_one_copy(sendgrid_env, store: Store,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    add_readers(store, 1500)  # four batches of 500 at most, for four workers
+    monkeypatch.setenv("NEWSLETTER_CONCURRENCY", "4")
     reset = int(time.time()) + 2
     sendgrid_env.fail_next(3, 429, {"X-RateLimit-Reset": reset, "X-RateLimit-Remaining": 0})
     queue_now()
     result = run("scheduler", "--once")
     assert result.exit_code == 0, result.output
-    # The first answer said "wait until `reset`": no request may come back before it.
-    assert sendgrid_env.arrivals[1] >= reset, "it waited for X-RateLimit-Reset"
+    # The answers said "wait until `reset`": after the four requests first in flight (one per
+    # worker, sent at once), no request may come before it, from any worker.
+    later = sendgrid_env.arrivals[4:]
+    assert later and all(t >= reset for t in later), "every worker waited for X-RateLimit-Reset"
     received = Counter(sendgrid_env.emails())
     assert set(received) == active_emails(store) and set(received.values()) == {1}
     assert sendgrid_env.requests == 3 + len(sendgrid_env.request_sizes)
+
+
+def test_a_429_asks_every_worker_to_pause_until_the_reset(sendgrid_server, settings: Settings) -> None:
+    """SendGrid serves no request until the reset: the provider tells the scheduler's shared pace so."""
+    import dataclasses
+
+    from newsletter.messages import Issue, Recipient
+    from newsletter.providers import Collected
+
+    settings = dataclasses.replace(settings, provider="sendgrid", sendgrid_api_key=API_KEY,
+                                   sendgrid_host=sendgrid_server.host)
+    provider = SendGridProvider(settings)
+    provider.backoff_base = 0.01
+    pauses: list[float] = []
+
+    class Told(Collected):
+        def slow_down(self, pause: float = 0.0) -> None:
+            pauses.append(pause)
+
+    reset = int(time.time()) + 3
+    sendgrid_server.fail_next(1, 429, {"X-RateLimit-Reset": reset})
+    issue = Issue(slug="s", subject="Hello", html="<p>hi</p>", text="hi")
+    provider.send(issue, [Recipient("reader@example.net", "", "http://x/u", 1, 1)], Told())
+    assert len(pauses) == 1 and 1.5 < pauses[0] <= 3.0, pauses
+    assert sendgrid_server.emails() == ["reader@example.net"]
 
 
 def test_a_refused_connection_is_tried_again_and_sends_once(sendgrid_env, store: Store, monkeypatch) -> None:

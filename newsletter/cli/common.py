@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,11 +103,13 @@ def progress_bar(label: str, threshold: int = PROGRESS_THRESHOLD) -> Iterator[Ca
         if "bar" not in state:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            state["bar"] = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            rate = TextColumn("{task.fields[rate]}")
+            state["bar"] = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), rate,
                                     TimeRemainingColumn(), transient=True)
             state["bar"].start()
-            state["task"] = state["bar"].add_task(label, total=total)
-        state["bar"].update(state["task"], completed=done, total=total)
+            state["task"] = state["bar"].add_task(label, total=total, rate="")
+        speed = state["bar"].tasks[0].speed
+        state["bar"].update(state["task"], completed=done, total=total, rate=f"{speed:,.0f}/s" if speed else "")
 
     try:
         yield update
@@ -150,14 +153,41 @@ def warn_before_build(settings: Settings) -> None:
                     f"in every email's footer: set it in {show(settings.root / 'newsletter.toml')}", fg="yellow", err=True)
 
 
+_IN_BATCH = re.compile(r"send #(\d+) batch (\d+): (.*)", re.DOTALL)
+
+
+def grouped(lines: list[str]) -> list[str]:
+    """One line per send and cause: the same refusal of several batches (every
+    worker meeting a full disk, a retried batch) is said once, naming them all."""
+    batches: dict[tuple[str, str], list[int]] = {}
+    out: dict[tuple[str, str], None] = {}
+    for line in lines:
+        found = _IN_BATCH.fullmatch(line)
+        key = (found[1], found[3]) if found else ("", line)
+        if found:
+            batches.setdefault(key, []).append(int(found[2]))
+        out[key] = None
+    said = []
+    for send, text in out:
+        if not send:
+            said.append(text)
+            continue
+        numbers = batches[(send, text)]
+        distinct = sorted(set(numbers))
+        where = f"batch {distinct[0]}" if len(distinct) == 1 else f"batches {', '.join(map(str, distinct))}"
+        times = f" ({len(numbers)} times)" if len(numbers) > len(distinct) else ""
+        said.append(f"send #{send} {where}{times}: {text}")
+    return said
+
+
 def print_run(report: RunReport) -> None:
     """What one scheduler run did, with anything that needs the editor first. No addresses:
     `newsletter sends SEND` names who missed out."""
     for line in report.held:
         click.secho(f"held: {line}", fg="yellow", err=True)
-    for line in report.in_doubt:
+    for line in grouped(report.in_doubt):
         click.secho(f"in doubt: {line}", fg="yellow", err=True)
-    for line in report.errors:
+    for line in grouped(report.errors):
         click.secho(f"failed: {line}", fg="red", err=True)
     if report.lease_lost:
         click.secho("stopped: this scheduler's lease ran out (was it paused?); another scheduler may take over its work",

@@ -286,7 +286,7 @@ def scheduler(once: bool, poll: float) -> None:
     """Send due issues to the list through the configured provider.
 
     Runs until stopped; SIGTERM or Ctrl-C stop it cleanly after the current
-    batch. Each recipient gets one copy: a crash, a retry or a second
+    batches (or sooner, while it waits for max_per_second or max_per_hour). Each recipient gets one copy: a crash, a retry or a second
     scheduler cannot send twice. A batch that may or may not have reached the
     provider when a scheduler died is reported as in doubt for the editor to
     resolve; a send found more than grace_hours late is held until confirmed.

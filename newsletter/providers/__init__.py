@@ -7,8 +7,13 @@ reports what happened to each recipient through `outcomes` (an `Outcomes`):
   (a DeliveryStatus: SENT, FAILED with the server's code and text, DEFERRED for
   a temporary refusal, IN_DOUBT when it may have been accepted). The scheduler
   makes it durable before it returns.
-- `outcomes.may_send()` is asked before each message goes on the wire; False
-  means the scheduler lost its lease: stop at once and leave the rest unsettled.
+- `outcomes.may_send(count)` is asked before each message (or request of
+  `count` recipients) goes on the wire. It waits for the scheduler's pace;
+  False means stop at once and leave the rest unsettled (the lease was lost,
+  or the scheduler is stopping).
+- `outcomes.slow_down(pause)` says the provider asked us to slow down (a 429,
+  an SMTP 421): the scheduler's pace drops for a while, and all its workers
+  send nothing for `pause` seconds.
 
 Two kinds of provider, told apart by `SETTLES_EACH` (by provider name):
 - Per message (smtp, outbox): settles every recipient it put on the wire before
@@ -17,7 +22,8 @@ Two kinds of provider, told apart by `SETTLES_EACH` (by provider name):
   unsettled recipient of a batch can have been on the wire.
 - Per batch (sendgrid): the request is taken whole or not at all. A normal
   return means every recipient it did not settle (or return as refused,
-  delivery id → reason) was accepted.
+  delivery id → reason) was accepted, unless `may_send` said no, when nothing
+  was sent.
 
 Either kind raises, for the recipients still unsettled:
 - DeliveryFailed when it is sure none of them was accepted (`retryable`: a
@@ -53,7 +59,9 @@ class OutcomeUnknown(Exception):
 class Outcomes(Protocol):
     def settle(self, recipient: Recipient, status: DeliveryStatus, reason: str = "") -> None: ...
 
-    def may_send(self) -> bool: ...
+    def may_send(self, count: int = 1) -> bool: ...
+
+    def slow_down(self, pause: float = 0.0) -> None: ...
 
 
 class Collected:
@@ -65,8 +73,11 @@ class Collected:
     def settle(self, recipient: Recipient, status: DeliveryStatus, reason: str = "") -> None:
         self.settled[id(recipient)] = (status, reason)
 
-    def may_send(self) -> bool:
+    def may_send(self, count: int = 1) -> bool:
         return True
+
+    def slow_down(self, pause: float = 0.0) -> None:
+        pass
 
 
 class Provider(Protocol):

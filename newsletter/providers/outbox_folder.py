@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +33,9 @@ class OutboxFolder:
         self.writer = uuid.uuid4().hex[:16]
         self._lock: int | None = None
         self._swept: dict[Path, float] = {}  # folder → when it was last swept (time.monotonic)
+        # A scheduler's workers share this writer: one of them takes the lock and sweeps at a time
+        # (a second flock on our own lock file, from another thread, would wait for ever).
+        self._guard = threading.Lock()
 
     # -- who is writing --------------------------------------------------
     def _hold_lock(self) -> None:
@@ -82,14 +86,17 @@ class OutboxFolder:
 
     def _prepare(self, folder: Path) -> None:
         # Once per folder, and again now and then: a long-running scheduler outlives other writers.
-        now = time.monotonic()
-        if now - self._swept.get(folder, -SWEEP_EVERY) < SWEEP_EVERY:
+        if time.monotonic() - self._swept.get(folder, -SWEEP_EVERY) < SWEEP_EVERY:
             return
-        if self._lock is None:
-            self._hold_lock()
-        folder.mkdir(parents=True, exist_ok=True)
-        self._sweep(folder)
-        self._swept[folder] = now
+        with self._guard:
+            now = time.monotonic()
+            if now - self._swept.get(folder, -SWEEP_EVERY) < SWEEP_EVERY:
+                return  # another worker did it meanwhile
+            if self._lock is None:
+                self._hold_lock()
+            folder.mkdir(parents=True, exist_ok=True)
+            self._sweep(folder)
+            self._swept[folder] = now
 
     # -- writing -----------------------------------------------------------
     def write(self, path: Path, data: bytes) -> None:

@@ -9,7 +9,8 @@ SendGrid takes a request whole or not at all, so the batch is the unit of
 doubt. What is tried again (the shared RetryPolicy) is only what SendGrid
 certainly did not take:
 - 429: SendGrid's rate-limit documentation says that past the limit no request
-  is served for the rest of the refresh period; we wait for X-RateLimit-Reset.
+  is served for the rest of the refresh period; we wait for X-RateLimit-Reset,
+  and the scheduler's pace drops for a while.
 - A connection refused, a name that does not resolve, a certificate refused in
   the handshake: the request never left this machine (urllib reports these as
   URLError while connecting, before a byte of the request is written).
@@ -108,13 +109,15 @@ class SendGridProvider:
     def policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.backoff_base, self.max_wait)
 
-    def _attempt(self, body: dict) -> None:
+    def _attempt(self, body: dict, outcomes: Outcomes) -> None:
         """One request: returns when SendGrid accepted it, raises NotTaken, DeliveryFailed or OutcomeUnknown."""
         try:
             self.client.client.mail.send.post(request_body=body, timeout=self.timeout)
         except HTTPError as exc:
             if exc.status_code == 429:
-                raise NotTaken(f"SendGrid answered 429: {_sendgrid_message(exc)}", _rate_limit_wait(exc)) from None
+                wait = _rate_limit_wait(exc)
+                outcomes.slow_down(wait or 0.0)  # no request is served until the reset: not from any worker
+                raise NotTaken(f"SendGrid answered 429: {_sendgrid_message(exc)}", wait) from None
             if exc.status_code < 500:
                 raise DeliveryFailed(f"SendGrid refused the batch ({exc.status_code}): {_sendgrid_message(exc)}") from None
             raise OutcomeUnknown(f"SendGrid answered {exc.status_code} ({_sendgrid_message(exc)}); "
@@ -126,12 +129,14 @@ class SendGridProvider:
         except (TimeoutError, ConnectionError, OSError, HTTPException) as exc:
             raise OutcomeUnknown(f"no answer from SendGrid ({exc or type(exc).__name__}); it may have taken the batch") from None
 
-    def _post(self, body: dict) -> None:
-        self.policy().call(lambda: self._attempt(body))
+    def _post(self, body: dict, outcomes: Outcomes) -> None:
+        self.policy().call(lambda: self._attempt(body, outcomes))
 
     def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
         # The request is taken whole or not at all: nothing to settle one by one.
         if len(recipients) > MAX_PERSONALIZATIONS:
             raise ValueError(f"a SendGrid batch holds at most {MAX_PERSONALIZATIONS} recipients")
-        self._post(self.payload(issue, recipients))
+        if not outcomes.may_send(len(recipients)):
+            return {}  # stopping: nothing was sent, and the scheduler knows it
+        self._post(self.payload(issue, recipients), outcomes)
         return {}

@@ -5,7 +5,8 @@ One message per recipient over one connection, each settled before the next
 goes on the wire (see providers/__init__.py), from the server's own answers:
 - 250 after the message: sent.
 - 5xx at MAIL, RCPT or DATA: failed, that recipient alone, with the answer.
-- 4xx at MAIL, RCPT or DATA, or a connection lost before DATA began: deferred.
+- 4xx at MAIL, RCPT or DATA, or a connection lost before DATA began: deferred;
+  a 421, or a 4xx that speaks of rate, also slows the scheduler's pace for a while.
 - The connection lost after the message began: in doubt, that message alone;
   the batch goes on over a new connection.
 An address or message that cannot be written fails that recipient alone: a
@@ -28,6 +29,10 @@ from ..store.schema import DeliveryStatus
 from . import DeliveryFailed, Outcomes
 
 _LINE_START_DOT = re.compile(rb"(?m)^\.")
+# A server sending us away (421), or refusing for now with words of rate ("too many", "slow down",
+# "rate limit"…), asks us to slow down: the scheduler's pace drops for a while. A bare 451
+# ("try again later": greylisting, a full queue) defers that recipient and nothing more.
+_SLOW_WORDS = re.compile(r"rate|too (many|fast|much)|slow|throttl|limit|exceed", re.IGNORECASE)
 
 
 class _Refused(Exception):
@@ -41,6 +46,10 @@ class _Refused(Exception):
     @property
     def status(self) -> DeliveryStatus:
         return DeliveryStatus.FAILED if 500 <= self.code <= 599 else DeliveryStatus.DEFERRED
+
+
+def _asks_to_slow_down(refusal: _Refused) -> bool:
+    return refusal.code == 421 or (400 <= refusal.code < 500 and bool(_SLOW_WORDS.search(str(refusal))))
 
 
 def _parse(url_text: str) -> tuple[bool, str, int, str | None, str | None]:
@@ -144,6 +153,8 @@ class SmtpProvider:
                     self._transfer(server, address, data, utf8, on_wire)
                 except _Refused as exc:
                     outcomes.settle(recipient, exc.status, str(exc))
+                    if _asks_to_slow_down(exc):
+                        outcomes.slow_down()
                     if exc.code == 421:
                         _close(server)  # the server is closing this connection
                         server = None
