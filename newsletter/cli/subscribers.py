@@ -48,8 +48,8 @@ def import_(file: Path, dry_run: bool) -> None:
     UTF-8 with or without a BOM; comma, semicolon, tab or pipe delimited.
     Bad rows are reported with their line and skipped; good rows are kept.
 
-    A file made by `export` imports back as it was: status, source and times
-    included. A row that says unsubscribed, bounced or complained suppresses
+    A file made by `export` imports back as it was: status, source, times,
+    status history and consent records included. A row that says unsubscribed, bounced or complained suppresses
     its address; no row makes a suppressed address active again.
 
     \b
@@ -92,8 +92,9 @@ def export(file: Path, statuses: tuple[str, ...], excel: bool) -> None:
     """Export subscribers to a CSV FILE that is safe to open in a spreadsheet.
 
     Every subscriber's status, name, attributes, source and times (UTC) are
-    written, so the file imports back into another store as it was: this is
-    how a list moves to another database, suppressions included.
+    written, with their status history and consent records, so the file
+    imports back into another store as it was: this is how a list moves to
+    another database, suppressions included.
 
     \b
     Examples:
