@@ -161,3 +161,16 @@ def test_an_idn_address_suppressed_before_the_upgrade_stays_one_suppressed_perso
     assert report.suppressed == 1 and report.added == 0
     assert statuses_in(store) == {"Ada@xn--bcher-kva.example": "unsubscribed", "bert@example.org": "active"}
     store.dispose()
+
+
+def test_a_repeat_in_a_later_chunk_is_reported_merged_and_counted_once(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.store import csvio
+
+    monkeypatch.setattr(csvio, "CHUNK", 2)  # as a repeat 1000 rows further down a big file
+    path = write_csv(tmp_path / "list.csv", "email,name\nada@example.com,Ada\nbert@example.org,\nADA@example.com,Ada L\n"
+                                            "cath@example.net,\nBERT@example.org,\n")
+    report = import_csv(store, path)
+    assert [note.row for note in report.merged] == [4, 6]
+    assert (report.added, report.updated, report.unchanged, report.rows) == (3, 0, 0, 5)
+    assert names(store)["ada@example.com"] == "Ada L"

@@ -321,10 +321,11 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
             else:
                 report.added += 1
             continue
-        if old.updated_at == now:  # written by an earlier chunk of this very file
+        repeated = old.updated_at == now  # written by an earlier chunk of this very file: counted there
+        if repeated:
             report.merged.append(RowNote(row.line, row.email, "repeats an address earlier in the file; merged into it"))
         if old.status in SUPPRESSED:
-            report.suppressed += 1  # never reactivated, never touched
+            report.suppressed += not repeated  # never reactivated, never touched
             continue
         attributes = {**(old.attributes or {}), **row.attributes}
         values: dict[str, Any] = {}
@@ -334,6 +335,8 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
             values.update(status=row.status, source=row_source, status_changed_at=changed_at)
             events.append(dict(subscriber_id=old.id, at=changed_at, status=row.status, source=row_source))
             report.suppressions += 1
+        elif repeated:
+            pass
         elif values:
             report.updated += 1
         else:
@@ -364,8 +367,9 @@ def _insert_new(conn: Connection, new_rows: list[dict[str, Any]], wanted: dict[i
     for number in taken:
         row = wanted[number]
         report.renumbered.append(RowNote(row.line, row.email, (
-            f"subscriber_id {number} belongs to another subscriber here, so this one gets a new id: unsubscribe "
-            "links sent from the old list will not find it (import into an empty store to keep them working)")))
+            f"subscriber_id {number} belongs to another subscriber here, so this one gets a new id: an unsubscribe "
+            f"link sent to this address from the old list names {number}, that other subscriber here (import into "
+            "an empty store to keep links working)")))
     with_id = [{**r, "id": keep[r["email_key"]]} for r in new_rows if r["email_key"] in keep]
     without = [r for r in new_rows if r["email_key"] not in keep]
     if with_id:
