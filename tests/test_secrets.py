@@ -71,6 +71,8 @@ def test_a_link_from_a_real_eml_survives_rotation_only_while_the_old_secret_is_a
     response = client.post(f"/unsubscribe?token={links[first]}", content=b"List-Unsubscribe=One-Click")
     assert response.status_code == 200 and "You are unsubscribed" in response.text
     assert status_of(store, first) == "unsubscribed"
+    shown = runner.invoke(cli, ["subscribers", "show", first]).output  # and the history says from which email
+    assert "unsubscribed  one-click unsubscribe (RFC 8058) in 2017-03-06-happy-families-lets-talk-about-new-labour" in shown
 
     monkeypatch.delenv("NEWSLETTER_SECRET_FALLBACKS")
     without = load_settings(newsletter_with_list.root)
