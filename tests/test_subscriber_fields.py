@@ -174,3 +174,8 @@ def test_a_repeat_in_a_later_chunk_is_reported_merged_and_counted_once(
     assert [note.row for note in report.merged] == [4, 6]
     assert (report.added, report.updated, report.unchanged, report.rows) == (3, 0, 0, 5)
     assert names(store)["ada@example.com"] == "Ada L"
+
+
+def test_a_sep_line_before_the_header_declares_the_delimiter(store: Store, tmp_path: Path) -> None:
+    report = import_csv(store, write_csv(tmp_path / "list.csv", "\ufeffsep=;\nE-mail Address;Name\nada@example.com;Lovelace, Ada\n"))
+    assert report.added == 1 and names(store) == {"ada@example.com": "Lovelace, Ada"}

@@ -48,6 +48,8 @@ RESTORED = {"status": "status", "source": "source", "createdat": "created_at", "
             "subscriberid": "subscriber_id", "statushistory": "status_history", "consentrecords": "consent_records"}
 FORM_MAX = column_length(signups.c.form)
 IP_MAX = column_length(signups.c.requested_ip)
+# "sep=;" on the first line: the delimiter declared for spreadsheet programs, before the header.
+_SEP_LINE = re.compile(r"sep=(.)", re.IGNORECASE)
 # Something on a line after the first that looks like an address: the sign of a quote left open.
 _ADDRESS_LIKE = re.compile(r"[^\s@,;|\"']+@[^\s@,;|\"']+\.[^\s@,;|\"']+")
 
@@ -143,14 +145,18 @@ def _columns(path: Path, line: int, header: list[str]) -> _Columns:
 def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, int, _Columns, list[str]]]:
     """(first line, last line, columns, values) for every non-blank record."""
     first, skipped, last = "", 0, 0
+    delimiter = None
     try:
         while not first.strip():
             first = handle.readline()
             skipped += 1
             if not first:
                 raise CsvError(f"{path}: the file is empty; the first line must be a header with an 'email' column")
-        counts = {d: first.count(d) for d in DELIMITERS}
-        delimiter = max(counts, key=counts.__getitem__) if any(counts.values()) else ","
+            if delimiter is None and (declared := _SEP_LINE.fullmatch(first.strip())):
+                delimiter, first = declared.group(1), ""
+        if delimiter is None:
+            counts = {d: first.count(d) for d in DELIMITERS}
+            delimiter = max(counts, key=counts.__getitem__) if any(counts.values()) else ","
         columns = _columns(path, skipped, next(csv.reader([first], delimiter=delimiter)))
         reader = csv.reader(handle, delimiter=delimiter)
         for values in reader:
@@ -162,7 +168,7 @@ def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, int, _
     except csv.Error as exc:
         raise CsvError(
             f"{path}: line {last + skipped + 1} cannot be read as CSV ({exc}); a quote opened there and never "
-            "closed is the usual cause. Nothing was imported."
+            "closed (or a value longer than any name or address) is the usual cause. Nothing was imported."
         ) from None
 
 
