@@ -179,3 +179,11 @@ def test_a_repeat_in_a_later_chunk_is_reported_merged_and_counted_once(
 def test_a_sep_line_before_the_header_declares_the_delimiter(store: Store, tmp_path: Path) -> None:
     report = import_csv(store, write_csv(tmp_path / "list.csv", "\ufeffsep=;\nE-mail Address;Name\nada@example.com;Lovelace, Ada\n"))
     assert report.added == 1 and names(store) == {"ada@example.com": "Lovelace, Ada"}
+
+
+def test_add_says_when_it_made_line_breaks_in_a_name_spaces(store: Store, store_settings: Settings) -> None:
+    result = CliRunner().invoke(cli, ["subscribers", "add", "ada@example.com", "--name", "Ada\r\nLovelace"])
+    assert result.exit_code == 0 and result.output.strip() == (
+        "Added ada@example.com as 'Ada Lovelace': line breaks in the name were made spaces")
+    assert names(store) == {"ada@example.com": "Ada Lovelace"}
+    assert CliRunner().invoke(cli, ["subscribers", "add", "bert@example.org", "--name", "Bert"]).output.strip() == "Added bert@example.org"

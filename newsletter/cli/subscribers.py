@@ -141,14 +141,18 @@ def add(email: str, name: str, resubscribe: bool, confirm: bool) -> None:
                                        f"{config.provider} provider; see the log above, then try again")
         click.echo(f"{email.strip()}: {outcome}")
         return
-    with store.begin() as conn:  # a bad address or name is a NewsletterError: one line, exit 1
+    from ..store.fields import NAME_MAX, clean_text
+
+    _, name_changed = clean_text(name, "name", NAME_MAX)  # a bad name is a NewsletterError: one line, exit 1
+    with store.begin() as conn:  # so is a bad address
         if resubscribe:
             subscriber = ops.resubscribe(conn, email, "re-subscribed at the subscriber's request")
             click.echo(f"{subscriber.email} is active again")
             return
         subscriber, added = ops.add(conn, email, name)
     if added:
-        click.echo(f"Added {subscriber.email}")
+        click.echo(f"Added {subscriber.email}" + (f" as {subscriber.name!r}: line breaks in the name were made spaces"
+                                                  if name_changed else ""))
     elif ops.is_suppressed(subscriber.status):
         raise click.ClickException(
             f"{subscriber.email} is {subscriber.status} and stays so; only the subscriber's own request "
