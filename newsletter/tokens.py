@@ -135,7 +135,7 @@ def _refuse_lost_secret(path: Path, database: Path, *, empty: bool = False) -> N
                 found[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
     if not any(found.values()):
         return
-    held = " and ".join(f"{n} {table}" for table, n in found.items() if n)
+    held = " and ".join(f"{n} {table if n != 1 else table.removesuffix('s')}" for table, n in found.items() if n)
     raise ConfigError(
         f"{path} is {'empty' if empty else 'missing'}, but {database} already holds {held}: every unsubscribe link already sent "
         "was signed with that secret, and a new one would break them all. Restore the file from a backup, "

@@ -93,7 +93,7 @@ def test_a_lost_secret_file_beside_a_list_is_an_error_not_a_new_secret(settings:
     path.unlink()
     with pytest.raises(ConfigError, match="secret is missing|is missing") as caught:
         load_secret(settings)
-    assert "1 subscribers" in str(caught.value) and "Restore the file" in str(caught.value)
+    assert "holds 1 subscriber:" in str(caught.value) and "Restore the file" in str(caught.value)
     assert not path.exists(), "no new secret may be made over a list whose links need the old one"
 
     result = CliRunner().invoke(cli, ["scheduler", "--once"])
@@ -118,7 +118,7 @@ def test_an_empty_secret_file_is_never_used_to_sign(settings: Settings) -> None:
     with store.begin() as conn:
         ops.add(conn, "ada@example.com")
     store.dispose()
-    with pytest.raises(ConfigError, match="is empty, but .* holds 1 subscribers"):
+    with pytest.raises(ConfigError, match="is empty, but .* holds 1 subscriber:"):
         load_secret(settings)
     assert path.read_text() == "\n"
     result = CliRunner().invoke(cli, ["scheduler", "--once"])
