@@ -22,6 +22,13 @@ OPTIONAL_KEYS = ("summary", "slug", "draft")
 ALLOWED_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}-")
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# What a send records of an issue (store/schema.py's sends.issue_slug and
+# sends.subject; a test keeps them equal): a longer one could not be queued.
+SLUG_MAX = 200
+TITLE_MAX = 500
+# Control characters other than line breaks (refused with their own message):
+# no Subject header, feed (XML) or database may carry them. YAML's "\0" escapes make them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
 
 
 class EssayError(NewsletterError):
@@ -157,9 +164,16 @@ def read_essay(path: Path) -> Essay:
         raise EssayError(path, _key_line(text, "title"), "title must be text; put it in quotes")
     if any(c in title.strip() for c in "\r\n\x0b\x0c\x85\u2028\u2029"):
         raise EssayError(path, _key_line(text, "title"), "title has a line break; it is the email's Subject, so keep it on one line")
+    if len(title.strip()) > TITLE_MAX:
+        raise EssayError(path, _key_line(text, "title"), f"title is {len(title.strip())} characters long; it is the email's "
+                         f"Subject, and a send records at most {TITLE_MAX}: shorten it")
     summary = meta.get("summary") or ""
     if not isinstance(summary, str):
         raise EssayError(path, _key_line(text, "summary"), "summary must be text; put it in quotes")
+    for key, value in (("title", title), ("summary", summary)):
+        if found := _CONTROL.search(value):
+            raise EssayError(path, _key_line(text, key), f"{key} has the control character U+{ord(found.group()):04X}, "
+                             "which no email header or feed may carry; remove it")
     slug = meta.get("slug") or path.stem
     if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
         raise EssayError(
@@ -167,6 +181,10 @@ def read_essay(path: Path) -> Essay:
             _key_line(text, "slug"),
             f"slug {slug!r} may hold only lower-case letters, digits and hyphens; rename the file or set 'slug:'",
         )
+    if len(slug) > SLUG_MAX:
+        raise EssayError(path, _key_line(text, "slug") if meta.get("slug") else None, f"slug is {len(slug)} characters long; "
+                         f"it names the issue's folder and its sends, which hold at most {SLUG_MAX}: "
+                         "rename the file or set a shorter 'slug:'")
     draft = meta.get("draft", False)
     if not isinstance(draft, bool):
         raise EssayError(path, _key_line(text, "draft"), f"draft must be true or false, not {draft!r}")

@@ -39,7 +39,7 @@ from .render import inline_css, template_environment
 from .store import Store
 from .store import signups as requests
 from .store import subscribers as ops
-from .store.fields import InvalidEmail, InvalidField, clean_name, fit
+from .store.fields import ControlCharacter, InvalidEmail, InvalidField, clean_name, fit
 from .store.schema import ACTIVE, SUPPRESSED, sends, utcnow
 from .store.signups import SignupKind
 from .tokens import CONFIRM_SALT, FORM_SALT, BadToken, Signer, fallback_secrets, unsubscribe_url
@@ -177,6 +177,9 @@ class Signups:
             clean_name(post.name)
         except InvalidEmail as exc:  # about the text typed, never about who is subscribed
             raise FormProblem(f"That is not an email address we can send to ({exc}); please check it.") from None
+        except ControlCharacter:
+            raise FormProblem("The name holds an invisible control character that cannot be kept; "
+                              "please type it again, or leave it out.") from None
         except InvalidField:
             raise FormProblem("Please shorten the name, or leave it out.") from None
         if age < self.settings.signup_min_seconds:

@@ -48,7 +48,11 @@ def secret_file(settings: Settings) -> Path | None:
     None for a database the user chose, which other machines may share."""
     if settings.database_url:
         return None
-    return Path(make_url(settings.resolved_database_url).database or "").with_name("secret")
+    return _default_secret_file(settings)
+
+
+def _default_secret_file(settings: Settings) -> Path:
+    return settings.data_path / "secret"
 
 
 def load_secret(settings: Settings) -> str:
@@ -63,27 +67,62 @@ def load_secret(settings: Settings) -> str:
         return settings.secret
     path = secret_file(settings)
     if path is None:
+        earlier = _default_secret_file(settings)
+        if _read_secret(earlier, quiet=True):  # the list was moved here from the default database
+            raise ConfigError(
+                f"NEWSLETTER_SECRET is not set. This newsletter has a secret from its default database in {earlier}, "
+                "and every unsubscribe link already sent was signed with it: set NEWSLETTER_SECRET to that "
+                f"secret (export NEWSLETTER_SECRET=\"$(cat {earlier})\"), the same on every machine that sends "
+                "or serves this newsletter, so those links keep working"
+            )
         raise ConfigError(
             "NEWSLETTER_SECRET is not set. Unsubscribe links are signed with it, and only the embedded "
             "default database keeps a secret of its own: with NEWSLETTER_DATABASE_URL set, set "
             "NEWSLETTER_SECRET to a long random string, the same on every machine that sends or serves "
             "this newsletter"
         )
-    if path.exists():
-        return path.read_text(encoding="ascii").strip()
-    _refuse_lost_secret(path, Path(make_url(settings.resolved_database_url).database or ""))
+    found = _read_secret(path)
+    if found:
+        return found
+    database = Path(make_url(settings.resolved_database_url).database or "")
+    _refuse_lost_secret(path, database, empty=path.exists())
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole under another name, then linked into place: the secret file
+    # exists complete or not at all, and of two processes making one, one wins.
+    tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_urlsafe(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            if path.exists() and not _read_secret(path):  # an empty one, on an empty database: replaced
+                path.unlink()
+            os.link(tmp, path)
+    finally:
+        tmp.unlink()
+    found = _read_secret(path)
+    if not found:
+        raise ConfigError(f"{path} could not be written with a new secret; check the folder's permissions and free space")
+    return found
+
+
+def _read_secret(path: Path, *, quiet: bool = False) -> str:
+    """The secret kept in `path`, or "" when there is none (a missing or empty file)."""
+    try:
         return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(secrets.token_urlsafe(32))
-    return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        if quiet:
+            return ""
+        raise ConfigError(f"{path} cannot be read as the secret ({exc}); restore it from a backup") from None
 
 
-def _refuse_lost_secret(path: Path, database: Path) -> None:
-    """ConfigError when `database` already has subscribers or sends: their links need the lost secret."""
+def _refuse_lost_secret(path: Path, database: Path, *, empty: bool = False) -> None:
+    """ConfigError when `database` already has subscribers or sends: their links need the lost secret.
+    `empty`: the file is there but holds nothing (cut short, or emptied by hand)."""
     if not database.exists():
         return
     import sqlite3
@@ -96,9 +135,9 @@ def _refuse_lost_secret(path: Path, database: Path) -> None:
                 found[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
     if not any(found.values()):
         return
-    held = " and ".join(f"{n} {table}" for table, n in found.items() if n)
+    held = " and ".join(f"{n} {table if n != 1 else table.removesuffix('s')}" for table, n in found.items() if n)
     raise ConfigError(
-        f"{path} is missing, but {database} already holds {held}: every unsubscribe link already sent "
+        f"{path} is {'empty' if empty else 'missing'}, but {database} already holds {held}: every unsubscribe link already sent "
         "was signed with that secret, and a new one would break them all. Restore the file from a backup, "
         "or set NEWSLETTER_SECRET to the old secret. Only if it is lost for good (or no issue was ever sent), "
         f"make a new one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > {path} "

@@ -57,7 +57,7 @@ class Applied:
     changed: int = 0  # subscribers whose status changed
     replayed: int = 0  # events seen before: ignored
     ignored: int = 0  # event types SendGrid has not documented: counted, recorded, not applied
-    invalid: int = 0  # an address that is not one: recorded, not applied
+    invalid: int = 0  # an address that is not one, or an event without its id or type: not applied
 
 
 def verify(public_key: str, body: bytes, signature: str | None, timestamp: str | None,
@@ -86,19 +86,20 @@ def verify(public_key: str, body: bytes, signature: str | None, timestamp: str |
         raise Refused("the signature does not match the body")
 
 
-def parse(body: bytes) -> list[dict[str, Any]]:
+def parse(body: bytes) -> list[Any]:
+    """The events of a post; Malformed unless it is a JSON list. Each event is checked
+    in apply(), so one odd event never keeps the others from being applied."""
     try:
         events = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise Malformed("the body is not JSON") from None
     if not isinstance(events, list):
         raise Malformed("the body is not a list of events")
-    for n, event in enumerate(events):
-        if not isinstance(event, dict) or not isinstance(event.get("event"), str) or not isinstance(event.get("sg_event_id"), str):
-            raise Malformed(f"event {n} has no 'event' or 'sg_event_id'")
-        if event["event"] in SUPPRESSING and not isinstance(event.get("email"), str):
-            raise Malformed(f"event {n} ({event['event']}) has no 'email'")
     return events
+
+
+def _well_formed(event: Any) -> bool:
+    return isinstance(event, dict) and isinstance(event.get("event"), str) and isinstance(event.get("sg_event_id"), str)
 
 
 def suppression(event: dict[str, Any]) -> str | None:
@@ -119,13 +120,17 @@ def event_key(sg_event_id: str) -> str:
     return "sha256:" + hashlib.sha256(sg_event_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def apply(store: Store, events: list[dict[str, Any]]) -> Applied:
+def apply(store: Store, posted: list[Any]) -> Applied:
     """Apply a batch of events in one transaction; an event id seen before changes nothing.
 
-    Every value is fitted to its column before the database sees it, so one
-    odd event cannot fail the post and roll back the others.
+    Every value is fitted to its column before the database sees it, and an
+    event without its id or type (or with an address that is none) is counted
+    invalid and skipped, so one odd event cannot fail the post: SendGrid would
+    post it again and again, and the good events in it would never apply.
     """
-    result = Applied(events=len(events))
+    result = Applied(events=len(posted))
+    events: list[dict[str, Any]] = [event for event in posted if _well_formed(event)]
+    result.invalid = len(posted) - len(events)
     now = utcnow()
     with store.begin() as conn:
         ids = list({event_key(e["sg_event_id"]) for e in events})

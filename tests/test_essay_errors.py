@@ -30,8 +30,13 @@ def write(settings: Settings, name: str, text: str) -> Path:
         ("---\ntitle: Fine\ndate: 2017-13-45\n---\nBody\n", 3, "YYYY-MM-DD"),
         ("---\ntitle: Fine\ndate: 2017-05-01\nauthor: Me\n---\nBody\n", 4, "unknown front matter key 'author'"),
         ("No front matter at all.\n", 1, "no front matter"),
+        (f"---\ntitle: {'T' * 501}\ndate: 2017-05-01\n---\nBody\n", 2, "501 characters long"),
+        ('---\ntitle: "Nul\\0here"\ndate: 2017-05-01\n---\nBody\n', 2, "U+0000"),
+        ('---\ntitle: Fine\ndate: 2017-05-01\nsummary: "a\\vb"\n---\nBody\n', 4, "U+000B"),
+        (f"---\ntitle: Fine\ndate: 2017-05-01\nslug: {'s' * 201}\n---\nBody\n", 4, "slug is 201 characters long"),
     ],
-    ids=["broken-yaml", "missing-title", "bad-date", "unknown-key", "no-front-matter"],
+    ids=["broken-yaml", "missing-title", "bad-date", "unknown-key", "no-front-matter", "long-title", "nul-title",
+         "control-summary", "long-slug"],
 )
 def test_bad_front_matter_names_file_and_line_and_others_still_build(
     settings: Settings, text: str, line: int, words: str

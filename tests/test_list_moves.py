@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import email
 import email.policy
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from newsletter.build import build
 from newsletter.cli import cli
 from newsletter.config import Settings
 from newsletter.store import Store, open_store
+from newsletter.store import signups
 from newsletter.store import subscribers as ops
 from newsletter.store.csvexport import export_csv
 from newsletter.store.csvio import import_csv
@@ -38,6 +41,15 @@ def fill(store: Store) -> None:
         dev, _ = ops.add(conn, "dev@example.com", "Dev")
         ops.set_status(conn, dev.id, "complained", "SendGrid spamreport event ev-2")
         ops.suppress(conn, "never@example.com", "unsubscribed", "removed by the editor")
+        # Signed up through the form, left, and came back: two consents and four status changes.
+        fay = ops.add_pending(conn, "fay@example.com", "'=Fay", "signup form")
+        signups.mark_confirmed(conn, signups.record(conn, fay.id, signups.SignupKind.CONFIRM, "https://blog.example/join",
+                                                    "192.0.2.0", utcnow()).id, "192.0.2.0", utcnow())
+        ops.activate(conn, fay.id, "confirmed signup")
+        ops.unsubscribe(conn, "fay@example.com", "unsubscribe link in 2017-03-06-x")
+        signups.mark_confirmed(conn, signups.record(conn, fay.id, signups.SignupKind.CONFIRM, "subscribe page",
+                                                    "2001:db8::", utcnow()).id, "2001:db8::", utcnow())
+        ops.resubscribe(conn, "fay@example.com", "confirmed signup")
         # Data from an older version, whose import kept a "status" column as an attribute.
         eve, _ = ops.add(conn, "eve@example.com", "Eve")
         ops.set_status(conn, eve.id, "unsubscribed", "unsubscribe link")
@@ -46,10 +58,16 @@ def fill(store: Store) -> None:
 
 
 def snapshot(store: Store) -> dict[str, tuple]:
+    """Everything `subscribers show` prints of each subscriber, to the second."""
+    def second(moment: dt.datetime | None) -> dt.datetime | None:
+        return moment.replace(microsecond=0) if moment else None
+
     with store.engine.connect() as conn:
         return {
-            s.email: (s.status, s.name, s.attributes, s.source, s.created_at.replace(microsecond=0),
-                      s.status_changed_at.replace(microsecond=0))
+            s.email: (s.status, s.name, s.attributes, s.source, second(s.created_at), second(s.status_changed_at),
+                      [(second(h.at), h.status, h.source) for h in ops.history(conn, s.id)],
+                      [(second(c.requested_at), c.form, c.requested_ip, second(c.confirmed_at), c.confirmed_ip)
+                       for c in signups.consents(conn, s.id)])
             for s in ops.iter_subscribers(conn)
         }
 
@@ -67,7 +85,7 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_status_name_attribute_and_or
 
     second = store_at(settings, postgres_url)
     report = import_csv(second, tmp_path / "first.csv")
-    assert (report.added, report.suppressions, report.invalid) == (1, 5, [])
+    assert (report.added, report.suppressions, report.invalid) == (2, 5, [])
     assert snapshot(second) == before
     export_csv(second, tmp_path / "second.csv")
 
@@ -79,10 +97,14 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_status_name_attribute_and_or
     assert statuses_in(third) == {
         "ada@example.com": "active", "Bert@example.org": "unsubscribed", "cath@example.net": "bounced",
         "dev@example.com": "complained", "never@example.com": "unsubscribed", "eve@example.com": "unsubscribed",
+        "fay@example.com": "active",
     }
-    with third.engine.connect() as conn:
-        history = ops.history(conn, ops.find(conn, "cath@example.net").id)  # type: ignore[union-attr]
-    assert [(h.status, h.source) for h in history] == [("bounced", "SendGrid bounce event ev-1")]
+    fay = snapshot(third)["fay@example.com"]
+    assert [(status, source) for _, status, source in fay[6]] == [
+        ("pending", "signup form"), ("active", "confirmed signup"), ("unsubscribed", "unsubscribe link in 2017-03-06-x"),
+        ("active", "confirmed signup")]
+    assert [(form, ip) for _, form, ip, _, _ in fay[7]] == [("https://blog.example/join", "192.0.2.0"), ("subscribe page", "2001:db8::")]
+    assert fay[1] == "'=Fay"
     for store in (first, second, third):
         store.dispose()
 
@@ -145,7 +167,7 @@ def test_a_send_from_the_moved_list_reaches_only_the_active(settings: Settings, 
     assert runner.invoke(cli, ["scheduler", "--once"]).exit_code == 0
     sent = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["To"].addresses[0].addr_spec
             for p in settings.outbox_path.glob("send-*/*.eml")]
-    assert sent == ["ada@example.com"]
+    assert sorted(sent) == ["ada@example.com", "fay@example.com"]
 
 
 def test_imported_suppressions_suppress_and_active_rows_never_reactivate(store: Store, tmp_path: Path) -> None:
@@ -212,3 +234,41 @@ def test_export_header_cells_are_neutralised_and_excel_gets_a_bom(store: Store, 
     with store.engine.connect() as conn:
         ada = ops.find(conn, "ada@example.com")
     assert ada is not None and ada.attributes == {'=HYPERLINK("http://evil")': "1", "@cmd": "2"}
+
+
+def test_a_history_or_consent_cell_unlike_an_exports_is_a_row_error_and_the_rest_is_kept(store: Store, tmp_path: Path) -> None:
+    def changes(*items: tuple[str, str, str]) -> str:
+        return json.dumps([{"at": at, "status": status, "source": source} for at, status, source in items])
+
+    joined = changes(("2025-01-01T00:00:00", "active", "signup form"))
+    consent = {"requested_at": "2025-01-01T00:00:00", "form": "subscribe page", "requested_ip": "192.0.2.0",
+               "confirmed_at": "2025-01-01T00:05:00", "confirmed_ip": "192.0.2.0"}
+    rows = [
+        ["email", "status", "status_history", "consent_records"],
+        ["ada@example.com", "active", joined, json.dumps([consent])],  # 2
+        ["bert@example.org", "active", "signed up at the fair", ""],  # 3
+        ["cath@example.net", "active", changes(("2025-01-01T00:00:00", "VIP", "x")), ""],  # 4
+        ["dev@example.com", "active", changes(("2025-01-01T00:00:00", "active", "nul\x00")), ""],  # 5
+        ["eve@example.com", "active", changes(("yesterday", "active", "x")), ""],  # 6
+        ["fay@example.com", "active", "", json.dumps([{**consent, "requested_ip": "1" * 65}])],  # 7
+        ["gus@example.com", "active", "", json.dumps([{**consent, "confirmed_at": ""}])],  # 8
+        ["hal@example.com", "unsubscribed", joined, ""],  # 9: the status was changed in a spreadsheet
+    ]
+    path = tmp_path / "list.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    report = import_csv(store, path)
+    errors = {bad.row: bad.reason for bad in report.invalid}
+    assert sorted(errors) == [3, 4, 5, 6, 7, 8]
+    assert "status_history is not a list" in errors[3] and "'VIP'" in errors[4] and "U+0000" in errors[5]
+    assert "not a date" in errors[6] and "at most 64" in errors[7] and "confirmed_at" in errors[8]
+    assert statuses_in(store) == {"ada@example.com": "active", "hal@example.com": "unsubscribed"}
+    with store.engine.connect() as conn:
+        ada, hal = ops.find(conn, "ada@example.com"), ops.find(conn, "hal@example.com")
+        assert ada is not None and hal is not None
+        assert [(h.at.isoformat(), h.status, h.source) for h in ops.history(conn, ada.id)] == [
+            ("2025-01-01T00:00:00", "active", "signup form")]
+        assert [(c.form, c.confirmed_at.isoformat()) for c in signups.consents(conn, ada.id)] == [  # type: ignore[union-attr]
+            ("subscribe page", "2025-01-01T00:05:00")]
+        assert [(h.status, h.source) for h in ops.history(conn, hal.id)] == [
+            ("active", "signup form"), ("unsubscribed", "import of list.csv")]

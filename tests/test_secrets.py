@@ -71,6 +71,8 @@ def test_a_link_from_a_real_eml_survives_rotation_only_while_the_old_secret_is_a
     response = client.post(f"/unsubscribe?token={links[first]}", content=b"List-Unsubscribe=One-Click")
     assert response.status_code == 200 and "You are unsubscribed" in response.text
     assert status_of(store, first) == "unsubscribed"
+    shown = runner.invoke(cli, ["subscribers", "show", first]).output  # and the history says from which email
+    assert "unsubscribed  one-click unsubscribe (RFC 8058) in 2017-03-06-happy-families-lets-talk-about-new-labour" in shown
 
     monkeypatch.delenv("NEWSLETTER_SECRET_FALLBACKS")
     without = load_settings(newsletter_with_list.root)
@@ -91,7 +93,7 @@ def test_a_lost_secret_file_beside_a_list_is_an_error_not_a_new_secret(settings:
     path.unlink()
     with pytest.raises(ConfigError, match="secret is missing|is missing") as caught:
         load_secret(settings)
-    assert "1 subscribers" in str(caught.value) and "Restore the file" in str(caught.value)
+    assert "holds 1 subscriber:" in str(caught.value) and "Restore the file" in str(caught.value)
     assert not path.exists(), "no new secret may be made over a list whose links need the old one"
 
     result = CliRunner().invoke(cli, ["scheduler", "--once"])
@@ -104,3 +106,46 @@ def test_a_lost_secret_file_beside_a_list_is_an_error_not_a_new_secret(settings:
 def test_a_new_secret_is_made_for_an_empty_database(settings: Settings, project: Path) -> None:
     open_store(settings).dispose()
     assert len(load_secret(settings)) >= 32
+
+
+def test_an_empty_secret_file_is_never_used_to_sign(settings: Settings) -> None:
+    # An empty secret would sign links anyone can forge: it is refused like a missing one.
+    store = open_store(settings)
+    load_secret(settings)
+    path = secret_file(settings)
+    assert path is not None
+    path.write_text("\n")
+    with store.begin() as conn:
+        ops.add(conn, "ada@example.com")
+    store.dispose()
+    with pytest.raises(ConfigError, match="is empty, but .* holds 1 subscriber:"):
+        load_secret(settings)
+    assert path.read_text() == "\n"
+    result = CliRunner().invoke(cli, ["scheduler", "--once"])
+    assert result.exit_code == 1 and "is empty" in result.output and "Traceback" not in result.output
+
+
+def test_an_empty_secret_file_beside_an_empty_database_is_replaced(settings: Settings) -> None:
+    open_store(settings).dispose()
+    path = secret_file(settings)
+    assert path is not None
+    path.write_text("")
+    assert len(load_secret(settings)) >= 32 and path.read_text().strip() == load_secret(settings)
+
+
+def test_a_list_moved_off_the_default_database_is_told_which_secret_its_links_need(
+        settings: Settings, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    moved = dataclasses.replace(settings, database_url=postgres_url)
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET is not set") as fresh:
+        load_secret(moved)
+    assert "long random string" in str(fresh.value)
+    first = load_secret(settings)  # the default database's own secret, made beside it
+    with pytest.raises(ConfigError) as caught:
+        load_secret(moved)
+    assert str(secret_file(settings)) in str(caught.value) and "already sent was signed with it" in str(caught.value)
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", postgres_url)
+    result = CliRunner().invoke(cli, ["scheduler", "--once"])
+    assert result.exit_code == 1 and "cat " in result.output and "Traceback" not in result.output
+    assert load_secret(dataclasses.replace(moved, secret=first)) == first

@@ -322,6 +322,10 @@ def test_add_with_confirm_sends_a_confirmation_instead_of_adding(newsletter_with
     assert message["To"] == NEW and "/confirm?token=" in confirm_link(message)
     bad = CliRunner().invoke(cli, ["subscribers", "add", "nobody", "--confirm"])
     assert bad.exit_code == 1 and "Traceback" not in bad.output
+    for name, reason in (("Bad\x07Name", "control character"), ("n" * 201, "shorten the name")):
+        bad = CliRunner().invoke(cli, ["subscribers", "add", "other@example.com", "--confirm", "--name", name])
+        assert bad.exit_code == 1 and reason in bad.output and "Traceback" not in bad.output
+    assert len(sent_one_by_one(newsletter_with_list)) == 1
 
 
 def test_the_welcome_is_followed_by_the_newest_issue_when_asked(newsletter_with_list: Settings, store: Store) -> None:

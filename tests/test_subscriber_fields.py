@@ -161,3 +161,29 @@ def test_an_idn_address_suppressed_before_the_upgrade_stays_one_suppressed_perso
     assert report.suppressed == 1 and report.added == 0
     assert statuses_in(store) == {"Ada@xn--bcher-kva.example": "unsubscribed", "bert@example.org": "active"}
     store.dispose()
+
+
+def test_a_repeat_in_a_later_chunk_is_reported_merged_and_counted_once(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.store import csvio
+
+    monkeypatch.setattr(csvio, "CHUNK", 2)  # as a repeat 1000 rows further down a big file
+    path = write_csv(tmp_path / "list.csv", "email,name\nada@example.com,Ada\nbert@example.org,\nADA@example.com,Ada L\n"
+                                            "cath@example.net,\nBERT@example.org,\n")
+    report = import_csv(store, path)
+    assert [note.row for note in report.merged] == [4, 6]
+    assert (report.added, report.updated, report.unchanged, report.rows) == (3, 0, 0, 5)
+    assert names(store)["ada@example.com"] == "Ada L"
+
+
+def test_a_sep_line_before_the_header_declares_the_delimiter(store: Store, tmp_path: Path) -> None:
+    report = import_csv(store, write_csv(tmp_path / "list.csv", "\ufeffsep=;\nE-mail Address;Name\nada@example.com;Lovelace, Ada\n"))
+    assert report.added == 1 and names(store) == {"ada@example.com": "Lovelace, Ada"}
+
+
+def test_add_says_when_it_made_line_breaks_in_a_name_spaces(store: Store, store_settings: Settings) -> None:
+    result = CliRunner().invoke(cli, ["subscribers", "add", "ada@example.com", "--name", "Ada\r\nLovelace"])
+    assert result.exit_code == 0 and result.output.strip() == (
+        "Added ada@example.com as 'Ada Lovelace': line breaks in the name were made spaces")
+    assert names(store) == {"ada@example.com": "Ada Lovelace"}
+    assert CliRunner().invoke(cli, ["subscribers", "add", "bert@example.org", "--name", "Bert"]).output.strip() == "Added bert@example.org"

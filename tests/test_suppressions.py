@@ -89,11 +89,15 @@ def test_an_oversized_or_hostile_field_leaves_the_other_events_applied(
         {"email": "n" * 1000 + "@example.com", "event": "bounce", "sg_event_id": "long-address"},
         {"email": "nul\x00@example.com", "event": "spamreport", "sg_event_id": "nul-address"},
         {"email": "bert@example.org", "event": "spamreport", "sg_event_id": "nul\x00id"},
+        {"email": ["ada@example.com"], "event": "unsubscribe", "sg_event_id": "list-address"},
+        {"email": "ada@example.com", "event": "bounce", "sg_event_id": 12345},
+        {"email": "ada@example.com", "event": None, "sg_event_id": "no-kind"},
+        "not an event",
     ]
     result = post_events(client, signing_key, *events)
-    assert (result["changed"], result["ignored"], result["invalid"]) == (2, 1, 2)
+    assert (result["changed"], result["ignored"], result["invalid"]) == (2, 1, 6)
     assert statuses_in(store) == {"ada@example.com": "bounced", "bert@example.org": "complained"}
-    assert post_events(client, signing_key, *events)["replayed"] == 5, "a long id is still recognised when replayed"
+    assert post_events(client, signing_key, *events)["replayed"] == 6, "a long id is still recognised when replayed"
 
 
 def test_remove_says_truthfully_what_it_did_and_an_unknown_address_stays_suppressed(

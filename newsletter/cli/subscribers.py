@@ -48,8 +48,8 @@ def import_(file: Path, dry_run: bool) -> None:
     UTF-8 with or without a BOM; comma, semicolon, tab or pipe delimited.
     Bad rows are reported with their line and skipped; good rows are kept.
 
-    A file made by `export` imports back as it was: status, source and times
-    included. A row that says unsubscribed, bounced or complained suppresses
+    A file made by `export` imports back as it was: status, source, times,
+    status history and consent records included. A row that says unsubscribed, bounced or complained suppresses
     its address; no row makes a suppressed address active again.
 
     \b
@@ -92,8 +92,9 @@ def export(file: Path, statuses: tuple[str, ...], excel: bool) -> None:
     """Export subscribers to a CSV FILE that is safe to open in a spreadsheet.
 
     Every subscriber's status, name, attributes, source and times (UTC) are
-    written, so the file imports back into another store as it was: this is
-    how a list moves to another database, suppressions included.
+    written, with their status history and consent records, so the file
+    imports back into another store as it was: this is how a list moves to
+    another database, suppressions included.
 
     \b
     Examples:
@@ -140,14 +141,18 @@ def add(email: str, name: str, resubscribe: bool, confirm: bool) -> None:
                                        f"{config.provider} provider; see the log above, then try again")
         click.echo(f"{email.strip()}: {outcome}")
         return
-    with store.begin() as conn:  # a bad address or name is a NewsletterError: one line, exit 1
+    from ..store.fields import NAME_MAX, clean_text
+
+    _, name_changed = clean_text(name, "name", NAME_MAX)  # a bad name is a NewsletterError: one line, exit 1
+    with store.begin() as conn:  # so is a bad address
         if resubscribe:
             subscriber = ops.resubscribe(conn, email, "re-subscribed at the subscriber's request")
             click.echo(f"{subscriber.email} is active again")
             return
         subscriber, added = ops.add(conn, email, name)
     if added:
-        click.echo(f"Added {subscriber.email}")
+        click.echo(f"Added {subscriber.email}" + (f" as {subscriber.name!r}: line breaks in the name were made spaces"
+                                                  if name_changed else ""))
     elif ops.is_suppressed(subscriber.status):
         raise click.ClickException(
             f"{subscriber.email} is {subscriber.status} and stays so; only the subscriber's own request "

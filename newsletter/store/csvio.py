@@ -6,9 +6,10 @@ nothing. Every value is checked at the door (fields.py): a bad row is
 reported with its line and reason, and the good rows are kept.
 
 An export imports back as it was: each row's status, source and times are
-restored. Where the suppression guarantee lives for imports: a row that says
-unsubscribed, bounced or complained suppresses its address, new or on the
-list; a suppressed address is never touched, whatever its row says.
+restored, and a new subscriber gets its whole status history and consent
+records too. Where the suppression guarantee lives for imports: a row that
+says unsubscribed, bounced or complained suppresses its address, new or on
+the list; a suppressed address is never touched, whatever its row says.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,10 +27,12 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, text, update
 
 from ..errors import NewsletterError
-from .csvexport import FORMULA_START, export_csv, neutralise
+from .csvexport import export_csv, neutralise, unneutralise
 from .db import Store, for_writing
-from .fields import NAME_MAX, SOURCE_MAX, InvalidEmail, InvalidField, clean_text, fit, normalise_address
-from .schema import ACTIVE, SUPPRESSED, SubscriberStatus, subscriber_events, subscribers, utcnow
+from .fields import NAME_MAX, SOURCE_MAX, InvalidEmail, InvalidField, clean_text, column_length, fit, normalise_address
+from .schema import ACTIVE, SUPPRESSED, SubscriberStatus, signups, subscriber_events, subscribers, utcnow
+from .signups import SignupKind
+from .subscribers import StatusChange
 
 __all__ = ["CsvError", "ImportReport", "RowNote", "export_csv", "import_csv", "neutralise"]
 
@@ -41,7 +45,11 @@ NAME_HEADERS = {"name", "fullname", "displayname"}
 # The columns an export writes besides email and name; the first column of each kind
 # is the real one, and a later look-alike is kept as an attribute.
 RESTORED = {"status": "status", "source": "source", "createdat": "created_at", "statuschangedat": "status_changed_at",
-            "subscriberid": "subscriber_id"}
+            "subscriberid": "subscriber_id", "statushistory": "status_history", "consentrecords": "consent_records"}
+FORM_MAX = column_length(signups.c.form)
+IP_MAX = column_length(signups.c.requested_ip)
+# "sep=;" on the first line: the delimiter declared for spreadsheet programs, before the header.
+_SEP_LINE = re.compile(r"sep=(.)", re.IGNORECASE)
 # Something on a line after the first that looks like an address: the sign of a quote left open.
 _ADDRESS_LIKE = re.compile(r"[^\s@,;|\"']+@[^\s@,;|\"']+\.[^\s@,;|\"']+")
 
@@ -100,17 +108,12 @@ class _Row:
     created_at: dt.datetime | None = None
     status_changed_at: dt.datetime | None = None
     subscriber_id: int | None = None  # the id in the store this row was exported from
+    history: list[StatusChange] = field(default_factory=list)  # every status it had, as exported
+    consents: list[dict[str, Any]] = field(default_factory=list)  # its confirmed signups, as signups rows
 
 
 def _header_key(name: str) -> str:
     return "".join(ch for ch in name.casefold() if ch.isalnum())
-
-
-def _unneutralise(value: str) -> str:
-    """Undo export's formula guard, so export then import gives back the same data."""
-    if value.startswith("'") and value[1:2] and value[1:2] in FORMULA_START:
-        return value[1:]
-    return value
 
 
 def _columns(path: Path, line: int, header: list[str]) -> _Columns:
@@ -118,7 +121,7 @@ def _columns(path: Path, line: int, header: list[str]) -> _Columns:
     restored: dict[str, int] = {}
     attributes: list[tuple[int, str]] = []
     for index, cell in enumerate(header):
-        title = _unneutralise(cell).strip()
+        title = unneutralise(cell).strip()
         key = _header_key(title)
         if key in EMAIL_HEADERS and email is None:
             email = index
@@ -142,14 +145,18 @@ def _columns(path: Path, line: int, header: list[str]) -> _Columns:
 def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, int, _Columns, list[str]]]:
     """(first line, last line, columns, values) for every non-blank record."""
     first, skipped, last = "", 0, 0
+    delimiter = None
     try:
         while not first.strip():
             first = handle.readline()
             skipped += 1
             if not first:
                 raise CsvError(f"{path}: the file is empty; the first line must be a header with an 'email' column")
-        counts = {d: first.count(d) for d in DELIMITERS}
-        delimiter = max(counts, key=counts.__getitem__) if any(counts.values()) else ","
+            if delimiter is None and (declared := _SEP_LINE.fullmatch(first.strip())):
+                delimiter, first = declared.group(1), ""
+        if delimiter is None:
+            counts = {d: first.count(d) for d in DELIMITERS}
+            delimiter = max(counts, key=counts.__getitem__) if any(counts.values()) else ","
         columns = _columns(path, skipped, next(csv.reader([first], delimiter=delimiter)))
         reader = csv.reader(handle, delimiter=delimiter)
         for values in reader:
@@ -161,7 +168,7 @@ def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, int, _
     except csv.Error as exc:
         raise CsvError(
             f"{path}: line {last + skipped + 1} cannot be read as CSV ({exc}); a quote opened there and never "
-            "closed is the usual cause. Nothing was imported."
+            "closed (or a value longer than any name or address) is the usual cause. Nothing was imported."
         ) from None
 
 
@@ -177,11 +184,56 @@ def _when(value: str, column: str) -> dt.datetime | None:
     return parsed
 
 
+def _json_list(value: str, column: str, what: str) -> list[dict[str, Any]]:
+    if not value.strip():
+        return []
+    try:
+        items = json.loads(value)
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise InvalidField(f"the {column} is not a list of {what} as `subscribers export` writes it; "
+                           "empty the cell to import the row without it (or rename the column if it means something else)")
+    return items
+
+
+def _history(value: str) -> list[StatusChange]:
+    changes = []
+    for item in _json_list(value, "status_history", "status changes"):
+        at = _when(str(item.get("at", "")), "status_history time")
+        if at is None:
+            raise InvalidField("a change in the status_history has no time")
+        try:
+            status = SubscriberStatus(str(item.get("status", "")))
+        except ValueError:
+            raise InvalidField(f"the status_history holds the status {str(item.get('status'))[:40]!r}, "
+                               f"which is not one of {', '.join(SubscriberStatus)}") from None
+        source = clean_text(str(item.get("source", "")), "source in the status_history", SOURCE_MAX)[0]
+        changes.append(StatusChange(at=at, status=status, source=source))
+    return changes
+
+
+def _consents(value: str) -> list[dict[str, Any]]:
+    records = []
+    for item in _json_list(value, "consent_records", "confirmed signups"):
+        requested_at = _when(str(item.get("requested_at", "")), "consent_records requested_at")
+        confirmed_at = _when(str(item.get("confirmed_at", "")), "consent_records confirmed_at")
+        if requested_at is None or confirmed_at is None:
+            raise InvalidField("a record in the consent_records has no requested_at or confirmed_at time")
+        records.append(dict(
+            kind=SignupKind.CONFIRM, requested_at=requested_at, confirmed_at=confirmed_at,
+            form=clean_text(str(item.get("form", "")), "form in the consent_records", FORM_MAX)[0],
+            requested_ip=clean_text(str(item.get("requested_ip", "")), "requested_ip in the consent_records", IP_MAX)[0],
+            confirmed_ip=clean_text(str(item.get("confirmed_ip", "")), "confirmed_ip in the consent_records", IP_MAX)[0],
+        ))
+    return records
+
+
 def _parse(first: int, last: int, columns: _Columns, values: list[str], report: ImportReport) -> _Row | None:
     """One record checked field by field; None (and a row error) when it cannot be imported."""
 
     def cell(index: int | None) -> str:
-        return _unneutralise(values[index]) if index is not None and index < len(values) else ""
+        return unneutralise(values[index]) if index is not None and index < len(values) else ""
 
     email = cell(columns.email).strip()
     if last > first and any(_ADDRESS_LIKE.search(line) for v in values for line in v.splitlines()[1:]):
@@ -218,6 +270,8 @@ def _parse(first: int, last: int, columns: _Columns, values: list[str], report: 
                 raise InvalidField(f"the subscriber_id {restored['subscriber_id'][:40]!r} is not one of ours: it must be "
                                    "a whole number (rename the column if it means something else)")
             row.subscriber_id = int(restored["subscriber_id"])
+        row.history = _history(restored.get("status_history", ""))
+        row.consents = _consents(restored.get("consent_records", ""))
     except (InvalidEmail, InvalidField) as exc:
         report.invalid.append(RowNote(first, email, str(exc)))
         return None
@@ -234,6 +288,15 @@ def _merge(earlier: _Row, later: _Row, report: ImportReport) -> None:
     earlier.attributes = {**earlier.attributes, **later.attributes}
     if earlier.status == ACTIVE and later.status in SUPPRESSED:
         earlier.status, earlier.source, earlier.status_changed_at = later.status, later.source, later.status_changed_at
+    earlier.history = sorted({*earlier.history, *later.history}, key=lambda change: change.at)
+    earlier.consents += [record for record in later.consents if record not in earlier.consents]
+
+
+def _changes(row: _Row, source: str, at: dt.datetime) -> list[StatusChange]:
+    """A new subscriber's history: as exported, ending in the row's own status."""
+    if row.history and row.history[-1].status == row.status:
+        return row.history
+    return [*row.history, StatusChange(at=at, status=row.status, source=source)]
 
 
 def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: ImportReport, now: dt.datetime) -> None:
@@ -243,6 +306,7 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
     }
     new_rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    restored: dict[str, tuple[list[StatusChange], list[dict[str, Any]]]] = {}  # a new subscriber's history and consents
     wanted: dict[int, _Row] = {}
     for key, row in chunk.items():
         old = existing.get(key)
@@ -257,15 +321,17 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
             new_rows.append(dict(email=row.email, email_key=key, name=row.name, attributes=row.attributes, status=row.status,
                                  source=row_source, created_at=row.created_at or changed_at, updated_at=now,
                                  status_changed_at=changed_at))
+            restored[key] = (_changes(row, row_source, changed_at), row.consents)
             if row.status in SUPPRESSED:
                 report.suppressions += 1
             else:
                 report.added += 1
             continue
-        if old.updated_at == now:  # written by an earlier chunk of this very file
+        repeated = old.updated_at == now  # written by an earlier chunk of this very file: counted there
+        if repeated:
             report.merged.append(RowNote(row.line, row.email, "repeats an address earlier in the file; merged into it"))
         if old.status in SUPPRESSED:
-            report.suppressed += 1  # never reactivated, never touched
+            report.suppressed += not repeated  # never reactivated, never touched
             continue
         attributes = {**(old.attributes or {}), **row.attributes}
         values: dict[str, Any] = {}
@@ -275,6 +341,8 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
             values.update(status=row.status, source=row_source, status_changed_at=changed_at)
             events.append(dict(subscriber_id=old.id, at=changed_at, status=row.status, source=row_source))
             report.suppressions += 1
+        elif repeated:
+            pass
         elif values:
             report.updated += 1
         else:
@@ -286,8 +354,12 @@ def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: 
         ids = {found.email_key: found.id for found in conn.execute(
             select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_([r["email_key"] for r in new_rows]))
         )}
-        events.extend(dict(subscriber_id=ids[r["email_key"]], at=r["status_changed_at"], status=r["status"], source=r["source"])
-                      for r in new_rows)
+        consents: list[dict[str, Any]] = []
+        for key, (changes, records) in restored.items():
+            events.extend(dict(subscriber_id=ids[key], at=c.at, status=c.status, source=c.source) for c in changes)
+            consents.extend(dict(record, subscriber_id=ids[key]) for record in records)
+        if consents:
+            conn.execute(insert(signups), consents)
     if events:
         conn.execute(insert(subscriber_events), events)
 
@@ -301,8 +373,9 @@ def _insert_new(conn: Connection, new_rows: list[dict[str, Any]], wanted: dict[i
     for number in taken:
         row = wanted[number]
         report.renumbered.append(RowNote(row.line, row.email, (
-            f"subscriber_id {number} belongs to another subscriber here, so this one gets a new id: unsubscribe "
-            "links sent from the old list will not find it (import into an empty store to keep them working)")))
+            f"subscriber_id {number} belongs to another subscriber here, so this one gets a new id: an unsubscribe "
+            f"link sent to this address from the old list names {number}, that other subscriber here (import into "
+            "an empty store to keep links working)")))
     with_id = [{**r, "id": keep[r["email_key"]]} for r in new_rows if r["email_key"] in keep]
     without = [r for r in new_rows if r["email_key"] not in keep]
     if with_id:

@@ -43,6 +43,14 @@ class InvalidField(NewsletterError, ValueError):
     """A value that cannot be stored as given; str() names the field and what to fix."""
 
 
+class ControlCharacter(InvalidField):
+    """The value holds a control character other than a line break or tab."""
+
+
+class TooLong(InvalidField):
+    """The value is longer than its column."""
+
+
 def normalise_address(address: str, *, deliverable: bool = True) -> tuple[str, str]:
     """(the address as stored, its key), or InvalidEmail.
 
@@ -79,9 +87,9 @@ def clean_text(value: str, what: str, limit: int | None = None) -> tuple[str, bo
     changed = cleaned != value.strip()
     found = _CONTROL.search(cleaned)
     if found:
-        raise InvalidField(f"the {what} contains the control character U+{ord(found.group()):04X}; remove it")
+        raise ControlCharacter(f"the {what} contains the control character U+{ord(found.group()):04X}; remove it")
     if limit is not None and len(cleaned) > limit:
-        raise InvalidField(f"the {what} is {len(cleaned)} characters long; at most {limit} fit")
+        raise TooLong(f"the {what} is {len(cleaned)} characters long; at most {limit} fit")
     return cleaned, changed
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, func, insert, select, update
 
 from ..errors import NewsletterError
+from .fields import column_length
 from .schema import (
     NEEDS_EDITOR,
     BatchStatus,
@@ -79,6 +80,12 @@ def existing_sends(conn: Connection, slug: str) -> list[tuple[int, str]]:
 def queue(conn: Connection, slug: str, subject: str, html: str, text: str, at: dt.datetime, again: bool = False) -> int:
     """Queue the built issue for `at` (naive UTC); refuses a second send of the
     same issue unless `again` says the editor means it."""
+    for what, value, column in (("slug", slug, sends.c.issue_slug), ("title", subject, sends.c.subject)):
+        if len(value) > column_length(column):  # essays.py refuses these first; this keeps the database's error away
+            raise SendError(f"the issue's {what} is {len(value)} characters long and a send records at most "
+                            f"{column_length(column)}: shorten the essay's '{what}:'")
+    if any("\x00" in value for value in (slug, subject, html, text)):
+        raise SendError(f"the built issue '{slug[:60]}' holds a NUL character, which no email may carry; remove it from the essay")
     earlier = existing_sends(conn, slug)
     if earlier and not again:
         listed = ", ".join(f"#{i} ({status})" for i, status in earlier)

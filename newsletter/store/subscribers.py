@@ -185,6 +185,17 @@ def history(conn: Connection, subscriber_id: int) -> list[StatusChange]:
     return [StatusChange(at=row.at, status=row.status, source=row.source) for row in conn.execute(query)]
 
 
+def histories(conn: Connection, subscriber_ids: list[int]) -> dict[int, list[StatusChange]]:
+    """history() of each of these subscribers at once (an export reads them a chunk at a time)."""
+    found: dict[int, list[StatusChange]] = {number: [] for number in subscriber_ids}
+    query = (select(subscriber_events.c.subscriber_id, subscriber_events.c.at, subscriber_events.c.status,
+                    subscriber_events.c.source)
+             .where(subscriber_events.c.subscriber_id.in_(subscriber_ids)).order_by(subscriber_events.c.id))
+    for row in conn.execute(query):
+        found[row.subscriber_id].append(StatusChange(at=row.at, status=row.status, source=row.source))
+    return found
+
+
 def iter_subscribers(conn: Connection, statuses: tuple[str, ...] = STATUSES) -> Iterator[Subscriber]:
     query = select(subscribers).where(subscribers.c.status.in_(statuses)).order_by(subscribers.c.id)
     for row in conn.execute(query.execution_options(yield_per=1000)):

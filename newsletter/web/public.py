@@ -119,12 +119,15 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
             return bad_link()
         one_click = (await request.body()).strip() == b"List-Unsubscribe=One-Click"
 
+        # The history says which email the link came from: the token's issue is signed, so it is ours.
+        issue = signer.verify(request.query_params.get("token", "")).issue
+
         def unsubscribe_now() -> None:
             # Active or pending (a confirmation email's "not you?" link): suppressed from now on.
             with store.begin() as conn:
                 if subscriber.status not in SUPPRESSED:
                     ops.set_status(conn, subscriber.id, "unsubscribed",
-                                   "one-click unsubscribe (RFC 8058)" if one_click else "unsubscribe link")
+                                   f"{'one-click unsubscribe (RFC 8058)' if one_click else 'unsubscribe link'} in {issue}")
 
         await run_in_threadpool(unsubscribe_now)
         return page(200, "You are unsubscribed",
