@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, literal, or_, select, text, update
 
 from .schema import (
     UNSETTLED,
@@ -53,9 +53,19 @@ def unregister(conn: Connection, scheduler_id: str) -> None:
     conn.execute(delete(schedulers).where(schedulers.c.id == scheduler_id))
 
 
+def _in_batch(batch: Any) -> Any:
+    """The batch's deliveries, read through the primary key (see schema.batches).
+
+    The send and number are checked, never used as a way in (`+ 0`): right after a
+    freeze the planner knows nothing of the new rows, and would otherwise walk the
+    whole send through the unique index to find one batch."""
+    return and_(deliveries.c.id.between(batch.first_delivery, batch.last_delivery),
+                deliveries.c.send_id + 0 == batch.send_id, deliveries.c.batch_number == batch.number)
+
+
 def _tried_in_claim(batch: Row[Any]) -> Any:
     """The deliveries a claim handed to the provider and has not settled yet."""
-    return and_(deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number, or_(
+    return and_(_in_batch(batch), or_(
         deliveries.c.status == DeliveryStatus.PENDING,
         and_(deliveries.c.status == DeliveryStatus.DEFERRED, deliveries.c.next_attempt_at <= batch.claimed_at)))
 
@@ -82,7 +92,7 @@ def recover(conn: Connection, scheduler_id: str, now: dt.datetime, idempotent: d
         if doubtful:
             conn.execute(update(deliveries).where(deliveries.c.id.in_(doubtful)).values(status=DeliveryStatus.IN_DOUBT, error=error))
             lines.append(f"send #{batch.send_id} batch {batch.number}: {len(doubtful)} delivery(ies) in doubt; {error}")
-        close_batch(conn, batch.id, batch.send_id, batch.number, now)
+        close_batch(conn, batch, now)
     conn.execute(delete(schedulers).where(schedulers.c.lease_until <= now))
     return lines
 
@@ -103,23 +113,40 @@ def hold(conn: Connection, send: Row[Any], note: str) -> bool:
                              .values(status=SendStatus.HELD, note=note)).rowcount)
 
 
+FREEZE_LOCK = 727473  # PostgreSQL advisory lock: one freeze at a time numbers deliveries
+
+
 def freeze(conn: Connection, send_id: int, batch_size: int, now: dt.datetime) -> bool:
-    """queued → sending, with one delivery per active subscriber in numbered batches; False if another won."""
+    """queued → sending, with one delivery per active subscriber in numbered batches; False if another won.
+
+    The deliveries get consecutive ids, so batch k is the ids first + k·size onwards:
+    one INSERT … SELECT for the list and a row per batch, whatever the list's size."""
     won = conn.execute(update(sends).where(sends.c.id == send_id, sends.c.status == SendStatus.QUEUED)
                        .values(status=SendStatus.SENDING, started_at=now, last_progress_at=now)).rowcount
     if not won:
         return False
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        # Only freezes write deliveries: with them in line, the sequence's next ids are this freeze's alone.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FREEZE_LOCK})
+        base = int(conn.execute(text("SELECT nextval(pg_get_serial_sequence('deliveries', 'id'))")).scalar_one()) - 1
+    else:  # SQLite: a writer holds the database's one write lock (BEGIN IMMEDIATE)
+        base = int(conn.execute(select(func.coalesce(func.max(deliveries.c.id), 0))).scalar_one())
     position = func.row_number().over(order_by=subscribers.c.id) - 1
-    conn.execute(insert(deliveries).from_select(
-        ["send_id", "batch_number", "subscriber_id", "status", "attempts"],
-        select(literal(send_id), position // batch_size, subscribers.c.id, literal(DeliveryStatus.PENDING.value), literal(0))
+    count = conn.execute(insert(deliveries).from_select(
+        ["id", "send_id", "batch_number", "subscriber_id", "status", "attempts"],
+        select(position + (base + 1), literal(send_id), position // batch_size, subscribers.c.id,
+               literal(DeliveryStatus.PENDING.value), literal(0))
         .where(subscribers.c.status == SubscriberStatus.ACTIVE),
-    ))
-    conn.execute(insert(batches).from_select(
-        ["send_id", "number", "status"],
-        select(literal(send_id), deliveries.c.batch_number, literal(BatchStatus.PENDING.value))
-        .where(deliveries.c.send_id == send_id).distinct(),
-    ))
+    ).execution_options(preserve_rowcount=True)).rowcount
+    if postgres and count:
+        conn.execute(text("SELECT setval(pg_get_serial_sequence('deliveries', 'id'), :last)"), {"last": base + count})
+    if count:
+        conn.execute(insert(batches), [
+            {"send_id": send_id, "number": number, "status": BatchStatus.PENDING, "first_delivery": base + 1 + start,
+             "last_delivery": base + min(start + batch_size, count)}
+            for number, start in enumerate(range(0, count, batch_size))
+        ])
     finish_if_complete(conn, send_id)  # at once, when there is nobody to send to
     return True
 
@@ -148,23 +175,24 @@ def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, 
     batch_id = conn.execute(query).scalar()
     if batch_id is None:
         return None
-    won = conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.status == BatchStatus.PENDING).values(
-        status=BatchStatus.IN_FLIGHT, claimed_by=scheduler_id, claimed_at=now, provider=provider)).rowcount
-    if not won:
+    batch = conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.status == BatchStatus.PENDING).values(
+        status=BatchStatus.IN_FLIGHT, claimed_by=scheduler_id, claimed_at=now, provider=provider)
+        .returning(*batches.c)).one_or_none()
+    if batch is None:
         return False
-    batch = conn.execute(select(batches).where(batches.c.id == batch_id)).one()
-    due = _tried_in_claim(batch)
     # Statuses are read here, just before sending: an unsubscribe since the freeze still counts.
-    gone = select(subscribers.c.id).where(subscribers.c.status != SubscriberStatus.ACTIVE)
-    skipped = conn.execute(update(deliveries).where(due, deliveries.c.subscriber_id.in_(gone))
-                           .values(status=DeliveryStatus.SKIPPED)).rowcount
     rows: Sequence[Any] = conn.execute(
         select(deliveries.c.id.label("delivery_id"), deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-               deliveries.c.attempts, deliveries.c.deferred_since)
+               deliveries.c.attempts, deliveries.c.deferred_since, subscribers.c.status.label("subscriber_status"))
         .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(due).order_by(deliveries.c.id)
+        .where(_tried_in_claim(batch)).order_by(deliveries.c.id)
     ).all()
-    return Claimed(batch, rows, int(skipped))
+    gone = [row.delivery_id for row in rows if row.subscriber_status != SubscriberStatus.ACTIVE]
+    if gone:
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(gone), deliveries.c.status.in_(UNSETTLED))
+                     .values(status=DeliveryStatus.SKIPPED))
+        rows = [row for row in rows if row.subscriber_status == SubscriberStatus.ACTIVE]
+    return Claimed(batch, rows, len(gone))
 
 
 # -- outcomes ----------------------------------------------------------------
@@ -177,50 +205,77 @@ class Outcome:
     deferred_since: dt.datetime | None
 
 
+OPEN: tuple[str, ...] = (*UNSETTLED, DeliveryStatus.IN_DOUBT)  # what an outcome may overwrite
+CHUNK = 1000  # ids per statement, within every dialect's limit on parameters
+
+
+def _outcome_values(outcome: Outcome, now: dt.datetime, retry: Retry) -> tuple[DeliveryStatus, dict[str, Any]]:
+    """The status to record and the columns to write; a deferral past the retry window is a failure."""
+    status = outcome.status
+    values: dict[str, Any] = {"status": status, "error": outcome.reason or None}
+    if status == DeliveryStatus.SENT:
+        values.update(sent_at=now, error=None)
+    elif status == DeliveryStatus.DEFERRED:
+        since = outcome.deferred_since or now
+        tries = outcome.attempts + 1
+        if now - since >= retry.window:
+            hours = retry.window.total_seconds() / 3600
+            status = DeliveryStatus.FAILED
+            values.update(status=status, error=f"still refused after {tries} tries over {hours:g} hours: {outcome.reason}",
+                          next_attempt_at=None)
+        else:
+            wait = retry.after * 2 ** outcome.attempts
+            values.update(attempts=tries, deferred_since=since, next_attempt_at=min(now + wait, since + retry.window))
+    return status, values
+
+
 def settle(conn: Connection, outcomes: Iterable[Outcome], now: dt.datetime, retry: Retry) -> list[DeliveryStatus]:
-    """Record outcomes; a deferral past the retry window is a failure. Returns the statuses recorded.
+    """Record outcomes; a deferral past the retry window is a failure. Returns the statuses recorded, in order.
 
     Only a delivery not yet settled (or in doubt: the truth is better) is written,
-    so a scheduler whose lease ran out can still record what the server told it."""
-    recorded = []
+    so a scheduler whose lease ran out can still record what the server told it.
+    Outcomes that write the same values (a batch sent, a batch refused with one
+    answer) are one statement: UPDATE … WHERE id IN (…) AND status is still open."""
+    recorded: list[DeliveryStatus] = []
+    groups: dict[tuple[Any, ...], list[int]] = {}  # the values to write → the deliveries that get them
+    seen: set[int] = set()
     for outcome in outcomes:
-        values: dict[str, Any] = {"status": outcome.status, "error": outcome.reason or None}
-        status = outcome.status
-        if status == DeliveryStatus.SENT:
-            values.update(sent_at=now, error=None)
-        elif status == DeliveryStatus.DEFERRED:
-            since = outcome.deferred_since or now
-            tries = outcome.attempts + 1
-            if now - since >= retry.window:
-                hours = retry.window.total_seconds() / 3600
-                status = DeliveryStatus.FAILED
-                values.update(status=status, error=f"still refused after {tries} tries over {hours:g} hours: {outcome.reason}",
-                              next_attempt_at=None)
-            else:
-                wait = retry.after * 2 ** outcome.attempts
-                values.update(attempts=tries, deferred_since=since, next_attempt_at=min(now + wait, since + retry.window))
-        open_ = deliveries.c.status.in_((*UNSETTLED, DeliveryStatus.IN_DOUBT))
-        conn.execute(update(deliveries).where(deliveries.c.id == outcome.delivery_id, open_).values(**values))
+        if outcome.delivery_id in seen:  # the same delivery twice: what came first is written first
+            _write(conn, groups)
+            seen.clear()
+        status, values = _outcome_values(outcome, now, retry)
+        groups.setdefault(tuple(sorted(values.items())), []).append(outcome.delivery_id)
+        seen.add(outcome.delivery_id)
         recorded.append(status)
+    _write(conn, groups)
     return recorded
 
 
-def close_batch(conn: Connection, batch_id: int, send_id: int, number: int, now: dt.datetime) -> None:
+def _write(conn: Connection, groups: dict[tuple[Any, ...], list[int]]) -> None:
+    for values, ids in groups.items():
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start:start + CHUNK]
+            conn.execute(update(deliveries).where(deliveries.c.id.in_(chunk), deliveries.c.status.in_(OPEN)).values(dict(values)))
+    groups.clear()
+
+
+def close_batch(conn: Connection, batch: Any, now: dt.datetime) -> None:
     """A batch whose claim ended: done when all its deliveries are settled, else claimable
     (at once for what was never tried, at the first retry time for what was deferred)."""
-    mine = and_(deliveries.c.send_id == send_id, deliveries.c.batch_number == number)
-    untried = conn.execute(select(func.count()).where(mine, deliveries.c.status == DeliveryStatus.PENDING)).scalar()
-    deferred = and_(mine, deliveries.c.status == DeliveryStatus.DEFERRED)
-    retry_at = conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(deferred)).scalar()
+    untried, retry_at = conn.execute(select(
+        func.count().filter(deliveries.c.status == DeliveryStatus.PENDING),
+        func.min(deliveries.c.next_attempt_at).filter(deliveries.c.status == DeliveryStatus.DEFERRED),
+    ).where(_in_batch(batch))).one()
     if untried:
         values: dict[str, Any] = {"status": BatchStatus.PENDING, "claimed_by": None, "not_before": None}
     elif retry_at is not None:
         values = {"status": BatchStatus.PENDING, "claimed_by": None, "not_before": retry_at}
     else:
         values = {"status": BatchStatus.DONE, "finished_at": now, "not_before": None}
-    conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
-    conn.execute(update(sends).where(sends.c.id == send_id).values(last_progress_at=now))
-    finish_if_complete(conn, send_id)
+    conn.execute(update(batches).where(batches.c.id == batch.id).values(**values))
+    conn.execute(update(sends).where(sends.c.id == batch.send_id).values(last_progress_at=now))
+    if values["status"] == BatchStatus.DONE:  # a send with a batch still open is not complete
+        finish_if_complete(conn, batch.send_id)
 
 
 def finish(conn: Connection, scheduler_id: str, batch: Row[Any], now: dt.datetime) -> bool:
@@ -229,7 +284,7 @@ def finish(conn: Connection, scheduler_id: str, batch: Row[Any], now: dt.datetim
                                                    batches.c.status == BatchStatus.IN_FLIGHT)).scalar()
     if mine is None:
         return False
-    close_batch(conn, batch.id, batch.send_id, batch.number, now)
+    close_batch(conn, batch, now)
     return True
 
 
