@@ -87,3 +87,24 @@ def test_sends_under_way_before_0007_go_on_after_it_each_reader_once(store_setti
     assert report.sent == 8 and report.completed == [1, 2] and statuses == {(1, "sent"), (2, "sent")}
     got = Counter((path.parent.name, message_to(path)) for path in store_settings.outbox_path.glob("send-*/*.eml"))
     assert got == Counter({(f"send-{send}", email): 1 for send in (1, 2) for email in people[4:]})
+
+
+def test_0007_goes_down_to_0006_and_up_again_to_the_same_schema(database_url: str) -> None:
+    engine = create_database_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0006")
+            command.upgrade(config, "head")
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
+            differences = compare_metadata(context, metadata)
+            fillfactor = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'deliveries'")).scalar() \
+                if engine.dialect.name == "postgresql" else ["fillfactor=50"]
+    finally:
+        engine.dispose()
+    assert differences == [], "\n".join(map(str, differences))
+    assert fillfactor == ["fillfactor=50"], "outcomes are written in place (HOT) on PostgreSQL"

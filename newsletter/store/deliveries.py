@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy import ARRAY, Connection, Integer, Row, and_, any_, bindparam, delete, func, insert, literal, or_, select, text, update
 
 from .schema import (
     UNSETTLED,
@@ -170,21 +170,19 @@ class Claimed:
 
 
 def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, skip_locked: bool) -> Claimed | None | bool:
-    """Take one due batch of a sending send: the Claimed, None when none is due, False when another took it first."""
-    query = (select(batches.c.id).join(sends, sends.c.id == batches.c.send_id)
-             .where(batches.c.status == BatchStatus.PENDING, sends.c.status == SendStatus.SENDING,
-                    or_(batches.c.not_before.is_(None), batches.c.not_before <= now))
-             .order_by(batches.c.send_id, batches.c.number).limit(1))
+    """Take one due batch of a sending send: the Claimed, or None when none is due (or every due one is
+    being claimed by another). One statement finds the batch and takes it, so no other can come between."""
+    due = (select(batches.c.id).join(sends, sends.c.id == batches.c.send_id)
+           .where(batches.c.status == BatchStatus.PENDING, sends.c.status == SendStatus.SENDING,
+                  or_(batches.c.not_before.is_(None), batches.c.not_before <= now))
+           .order_by(batches.c.send_id, batches.c.number).limit(1))
     if skip_locked:
-        query = query.with_for_update(skip_locked=True, of=batches)
-    batch_id = conn.execute(query).scalar()
-    if batch_id is None:
-        return None
-    batch = conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.status == BatchStatus.PENDING).values(
-        status=BatchStatus.IN_FLIGHT, claimed_by=scheduler_id, claimed_at=now, provider=provider)
-        .returning(*batches.c)).one_or_none()
+        due = due.with_for_update(skip_locked=True, of=batches)
+    batch = conn.execute(update(batches).where(batches.c.id == due.scalar_subquery(), batches.c.status == BatchStatus.PENDING)
+                         .values(status=BatchStatus.IN_FLIGHT, claimed_by=scheduler_id, claimed_at=now, provider=provider)
+                         .returning(*batches.c)).one_or_none()
     if batch is None:
-        return False
+        return None
     # Statuses are read here, just before sending: an unsubscribe since the freeze still counts.
     rows: Sequence[Any] = conn.execute(
         select(deliveries.c.id.label("delivery_id"), deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
@@ -214,24 +212,17 @@ OPEN: tuple[str, ...] = (*UNSETTLED, DeliveryStatus.IN_DOUBT)  # what an outcome
 CHUNK = 1000  # ids per statement, within every dialect's limit on parameters
 
 
-def _outcome_values(outcome: Outcome, now: dt.datetime, retry: Retry) -> tuple[DeliveryStatus, dict[str, Any]]:
-    """The status to record and the columns to write; a deferral past the retry window is a failure."""
-    status = outcome.status
-    values: dict[str, Any] = {"status": status, "error": outcome.reason or None}
-    if status == DeliveryStatus.SENT:
-        values.update(sent_at=now, error=None)
-    elif status == DeliveryStatus.DEFERRED:
-        since = outcome.deferred_since or now
-        tries = outcome.attempts + 1
-        if now - since >= retry.window:
-            hours = retry.window.total_seconds() / 3600
-            status = DeliveryStatus.FAILED
-            values.update(status=status, error=f"still refused after {tries} tries over {hours:g} hours: {outcome.reason}",
-                          next_attempt_at=None)
-        else:
-            wait = retry.after * 2 ** outcome.attempts
-            values.update(attempts=tries, deferred_since=since, next_attempt_at=min(now + wait, since + retry.window))
-    return status, values
+def _deferral(outcome: Outcome, now: dt.datetime, retry: Retry) -> tuple[DeliveryStatus, dict[str, Any]]:
+    """A temporary refusal: tried again later, doubling the wait; past the retry window, a failure."""
+    since = outcome.deferred_since or now
+    tries = outcome.attempts + 1
+    if now - since >= retry.window:
+        hours = retry.window.total_seconds() / 3600
+        return DeliveryStatus.FAILED, {"status": DeliveryStatus.FAILED, "next_attempt_at": None,
+                                       "error": f"still refused after {tries} tries over {hours:g} hours: {outcome.reason}"}
+    wait = retry.after * 2 ** outcome.attempts
+    return DeliveryStatus.DEFERRED, {"status": DeliveryStatus.DEFERRED, "error": outcome.reason or None, "attempts": tries,
+                                     "deferred_since": since, "next_attempt_at": min(now + wait, since + retry.window)}
 
 
 def settle(conn: Connection, outcomes: Iterable[Outcome], now: dt.datetime, retry: Retry) -> list[DeliveryStatus]:
@@ -242,31 +233,53 @@ def settle(conn: Connection, outcomes: Iterable[Outcome], now: dt.datetime, retr
     Outcomes that write the same values (a batch sent, a batch refused with one
     answer) are one statement: UPDATE … WHERE id IN (…) AND status is still open."""
     recorded: list[DeliveryStatus] = []
-    groups: dict[tuple[Any, ...], list[int]] = {}  # the values to write → the deliveries that get them
+    groups: dict[Any, tuple[dict[str, Any], list[int]]] = {}  # what to write → (the columns, the deliveries)
     seen: set[int] = set()
     for outcome in outcomes:
         if outcome.delivery_id in seen:  # the same delivery twice: what came first is written first
             _write(conn, groups)
             seen.clear()
-        status, values = _outcome_values(outcome, now, retry)
-        groups.setdefault(tuple(sorted(values.items())), []).append(outcome.delivery_id)
+        status = outcome.status
+        key: Any
+        if status == DeliveryStatus.DEFERRED:
+            status, values = _deferral(outcome, now, retry)
+            key = tuple(values.items())
+        else:
+            key = (status, "" if status == DeliveryStatus.SENT else outcome.reason)
+            values = {}
+        group = groups.get(key)
+        if group is None:
+            if not values:
+                values = {"status": status, "error": key[1] or None}
+                if status == DeliveryStatus.SENT:
+                    values["sent_at"] = now
+            group = groups[key] = (values, [])
+        group[1].append(outcome.delivery_id)
         seen.add(outcome.delivery_id)
         recorded.append(status)
     _write(conn, groups)
     return recorded
 
 
-def _write(conn: Connection, groups: dict[tuple[Any, ...], list[int]]) -> None:
-    for values, ids in groups.items():
+def _write(conn: Connection, groups: dict[Any, tuple[dict[str, Any], list[int]]]) -> None:
+    for values, ids in groups.values():
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
-            conn.execute(update(deliveries).where(deliveries.c.id.in_(chunk), deliveries.c.status.in_(OPEN)).values(dict(values)))
+            conn.execute(update(deliveries).where(_among(conn, chunk), deliveries.c.status.in_(OPEN)).values(values))
     groups.clear()
 
 
-def close_batch(conn: Connection, batch: Any, now: dt.datetime) -> None:
+def _among(conn: Connection, ids: list[int]) -> Any:
+    """deliveries.id in `ids`: on PostgreSQL one array parameter (a thousand parameters cost more to send than the update)."""
+    if conn.dialect.name == "postgresql":
+        return deliveries.c.id == any_(bindparam(None, ids, type_=ARRAY(Integer)))
+    return deliveries.c.id.in_(ids)
+
+
+def close_batch(conn: Connection, batch: Any, now: dt.datetime, claimed_by: str | None = None) -> bool:
     """A batch whose claim ended: done when all its deliveries are settled, else claimable
-    (at once for what was never tried, at the first retry time for what was deferred)."""
+    (at once for what was never tried, at the first retry time for what was deferred).
+    With `claimed_by`, only while that scheduler still holds it in flight; False (nothing changed) otherwise."""
     untried, retry_at = conn.execute(select(
         func.count().filter(deliveries.c.status == DeliveryStatus.PENDING),
         func.min(deliveries.c.next_attempt_at).filter(deliveries.c.status == DeliveryStatus.DEFERRED),
@@ -277,20 +290,20 @@ def close_batch(conn: Connection, batch: Any, now: dt.datetime) -> None:
         values = {"status": BatchStatus.PENDING, "claimed_by": None, "not_before": retry_at}
     else:
         values = {"status": BatchStatus.DONE, "finished_at": now, "not_before": None}
-    conn.execute(update(batches).where(batches.c.id == batch.id).values(**values))
+    mine = batches.c.id == batch.id
+    if claimed_by is not None:
+        mine = and_(mine, batches.c.claimed_by == claimed_by, batches.c.status == BatchStatus.IN_FLIGHT)
+    if not conn.execute(update(batches).where(mine).values(**values)).rowcount:
+        return False
     conn.execute(update(sends).where(sends.c.id == batch.send_id).values(last_progress_at=now))
     if values["status"] == BatchStatus.DONE:  # a send with a batch still open is not complete
         finish_if_complete(conn, batch.send_id)
+    return True
 
 
 def finish(conn: Connection, scheduler_id: str, batch: Row[Any], now: dt.datetime) -> bool:
     """End this scheduler's claim on the batch; False (and nothing changed) if the claim is no longer its own."""
-    mine = conn.execute(select(batches.c.id).where(batches.c.id == batch.id, batches.c.claimed_by == scheduler_id,
-                                                   batches.c.status == BatchStatus.IN_FLIGHT)).scalar()
-    if mine is None:
-        return False
-    close_batch(conn, batch, now)
-    return True
+    return close_batch(conn, batch, now, claimed_by=scheduler_id)
 
 
 def pending_count(conn: Connection, now: dt.datetime) -> int:
