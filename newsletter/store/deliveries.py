@@ -12,7 +12,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Integer, Row, and_, any_, bindparam, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    DateTime,
+    Integer,
+    Row,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from .schema import (
     UNSETTLED,
@@ -53,21 +70,24 @@ def unregister(conn: Connection, scheduler_id: str) -> None:
     conn.execute(delete(schedulers).where(schedulers.c.id == scheduler_id))
 
 
-def _in_batch(batch: Any) -> Any:
-    """The batch's deliveries, read through the primary key (see schema.batches).
+# The statements run once a batch (a thousand times a million readers) are built once, on bind parameters.
+NOW = bindparam("now", type_=DateTime)
+IN_BATCH = and_(deliveries.c.id.between(bindparam("first", type_=Integer), bindparam("last", type_=Integer)),
+                deliveries.c.send_id + 0 == bindparam("send_id", type_=Integer),
+                deliveries.c.batch_number == bindparam("number", type_=Integer))
+"""A batch's deliveries, read through the primary key (see schema.batches). The send and number are
+checked, never used as a way in (`+ 0`): right after a freeze the planner knows nothing of the new
+rows, and would otherwise walk the whole send through the unique index to find one batch."""
+TRIED_IN_CLAIM = and_(IN_BATCH, or_(
+    deliveries.c.status == DeliveryStatus.PENDING,
+    and_(deliveries.c.status == DeliveryStatus.DEFERRED, deliveries.c.next_attempt_at <= bindparam("claimed_at", type_=DateTime))))
+"""The deliveries a claim handed to the provider and has not settled yet."""
 
-    The send and number are checked, never used as a way in (`+ 0`): right after a
-    freeze the planner knows nothing of the new rows, and would otherwise walk the
-    whole send through the unique index to find one batch."""
-    return and_(deliveries.c.id.between(batch.first_delivery, batch.last_delivery),
-                deliveries.c.send_id + 0 == batch.send_id, deliveries.c.batch_number == batch.number)
 
-
-def _tried_in_claim(batch: Row[Any]) -> Any:
-    """The deliveries a claim handed to the provider and has not settled yet."""
-    return and_(_in_batch(batch), or_(
-        deliveries.c.status == DeliveryStatus.PENDING,
-        and_(deliveries.c.status == DeliveryStatus.DEFERRED, deliveries.c.next_attempt_at <= batch.claimed_at)))
+def _batch(batch: Any) -> dict[str, Any]:
+    """The values of IN_BATCH and TRIED_IN_CLAIM for this batch."""
+    return {"first": batch.first_delivery, "last": batch.last_delivery, "send_id": batch.send_id, "number": batch.number,
+            "claimed_at": batch.claimed_at}
 
 
 def recover(conn: Connection, scheduler_id: str, now: dt.datetime, idempotent: dict[str, bool],
@@ -88,10 +108,10 @@ def recover(conn: Connection, scheduler_id: str, now: dt.datetime, idempotent: d
         error = f"the lease of scheduler {batch.claimed_by} ran out while this was with {provider}; it may have been delivered"
         doubtful: Sequence[int] = []
         if not idempotent.get(provider, False):
-            tried = select(deliveries.c.id).where(_tried_in_claim(batch)).order_by(deliveries.c.id)
+            tried = select(deliveries.c.id).where(TRIED_IN_CLAIM).order_by(deliveries.c.id)
             # One by one, each settled before the next: only the first unsettled can have been on the wire.
             one_at_most = settles_each.get(provider, False) and not (booted_at and batch.claimed_at < booted_at)
-            doubtful = conn.execute(tried.limit(1) if one_at_most else tried).scalars().all()
+            doubtful = conn.execute(tried.limit(1) if one_at_most else tried, _batch(batch)).scalars().all()
         if not conn.execute(update(batches).where(guard).values(status=BatchStatus.PENDING, claimed_by=None)).rowcount:
             continue
         if doubtful:
@@ -169,27 +189,32 @@ class Claimed:
     skipped: int  # unsubscribed (or bounced…) since the freeze: recorded as skipped in the claim
 
 
-def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, skip_locked: bool) -> Claimed | None | bool:
-    """Take one due batch of a sending send: the Claimed, or None when none is due (or every due one is
-    being claimed by another). One statement finds the batch and takes it, so no other can come between."""
+def _claim_statement(skip_locked: bool) -> Any:
     due = (select(batches.c.id).join(sends, sends.c.id == batches.c.send_id)
            .where(batches.c.status == BatchStatus.PENDING, sends.c.status == SendStatus.SENDING,
-                  or_(batches.c.not_before.is_(None), batches.c.not_before <= now))
+                  or_(batches.c.not_before.is_(None), batches.c.not_before <= NOW))
            .order_by(batches.c.send_id, batches.c.number).limit(1))
     if skip_locked:
         due = due.with_for_update(skip_locked=True, of=batches)
-    batch = conn.execute(update(batches).where(batches.c.id == due.scalar_subquery(), batches.c.status == BatchStatus.PENDING)
-                         .values(status=BatchStatus.IN_FLIGHT, claimed_by=scheduler_id, claimed_at=now, provider=provider)
-                         .returning(*batches.c)).one_or_none()
+    return (update(batches).where(batches.c.id == due.scalar_subquery(), batches.c.status == BatchStatus.PENDING)
+            .values(status=BatchStatus.IN_FLIGHT, claimed_by=bindparam("scheduler"), claimed_at=NOW, provider=bindparam("provider"))
+            .returning(*batches.c))
+
+
+TAKE = {skip_locked: _claim_statement(skip_locked) for skip_locked in (False, True)}
+RECIPIENTS = (select(deliveries.c.id.label("delivery_id"), deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
+                     deliveries.c.attempts, deliveries.c.deferred_since, subscribers.c.status.label("subscriber_status"))
+              .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id).where(TRIED_IN_CLAIM).order_by(deliveries.c.id))
+
+
+def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, skip_locked: bool) -> Claimed | None | bool:
+    """Take one due batch of a sending send: the Claimed, or None when none is due (or every due one is
+    being claimed by another). One statement finds the batch and takes it, so no other can come between."""
+    batch = conn.execute(TAKE[skip_locked], {"now": now, "scheduler": scheduler_id, "provider": provider}).one_or_none()
     if batch is None:
         return None
     # Statuses are read here, just before sending: an unsubscribe since the freeze still counts.
-    rows: Sequence[Any] = conn.execute(
-        select(deliveries.c.id.label("delivery_id"), deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-               deliveries.c.attempts, deliveries.c.deferred_since, subscribers.c.status.label("subscriber_status"))
-        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(_tried_in_claim(batch)).order_by(deliveries.c.id)
-    ).all()
+    rows: Sequence[Any] = conn.execute(RECIPIENTS, _batch(batch)).all()
     gone = [row.delivery_id for row in rows if row.subscriber_status != SubscriberStatus.ACTIVE]
     if gone:
         conn.execute(update(deliveries).where(deliveries.c.id.in_(gone), deliveries.c.status.in_(UNSETTLED))
@@ -261,42 +286,46 @@ def settle(conn: Connection, outcomes: Iterable[Outcome], now: dt.datetime, retr
     return recorded
 
 
+# deliveries.id among `ids`: on PostgreSQL one array parameter (a thousand parameters cost more to send than the update).
+AMONG = {True: deliveries.c.id == any_(bindparam("ids", type_=ARRAY(Integer))),
+         False: deliveries.c.id.in_(bindparam("ids", expanding=True))}
+SENT = {postgres: update(deliveries).where(among, deliveries.c.status.in_(OPEN))
+        .values(status=DeliveryStatus.SENT, sent_at=NOW, error=None) for postgres, among in AMONG.items()}
+
+
 def _write(conn: Connection, groups: dict[Any, tuple[dict[str, Any], list[int]]]) -> None:
+    postgres = conn.dialect.name == "postgresql"
     for values, ids in groups.values():
+        sent = values["status"] == DeliveryStatus.SENT
+        statement = SENT[postgres] if sent else update(deliveries).where(AMONG[postgres], deliveries.c.status.in_(OPEN)).values(values)
         for start in range(0, len(ids), CHUNK):
-            chunk = ids[start:start + CHUNK]
-            conn.execute(update(deliveries).where(_among(conn, chunk), deliveries.c.status.in_(OPEN)).values(values))
+            conn.execute(statement, {"ids": ids[start:start + CHUNK], "now": values.get("sent_at")})
     groups.clear()
 
 
-def _among(conn: Connection, ids: list[int]) -> Any:
-    """deliveries.id in `ids`: on PostgreSQL one array parameter (a thousand parameters cost more to send than the update)."""
-    if conn.dialect.name == "postgresql":
-        return deliveries.c.id == any_(bindparam(None, ids, type_=ARRAY(Integer)))
-    return deliveries.c.id.in_(ids)
+SETTLED_YET = select(func.count().filter(deliveries.c.status == DeliveryStatus.PENDING),
+                     func.min(deliveries.c.next_attempt_at).filter(deliveries.c.status == DeliveryStatus.DEFERRED)).where(IN_BATCH)
+HELD_BY = and_(batches.c.claimed_by == bindparam("scheduler"), batches.c.status == BatchStatus.IN_FLIGHT)
+THIS_BATCH = batches.c.id == bindparam("batch_id", type_=Integer)
+DONE = {guarded: update(batches).where(THIS_BATCH, *([HELD_BY] if guarded else []))
+        .values(status=BatchStatus.DONE, finished_at=NOW, not_before=None) for guarded in (False, True)}
+AGAIN = {guarded: update(batches).where(THIS_BATCH, *([HELD_BY] if guarded else []))
+         .values(status=BatchStatus.PENDING, claimed_by=None, not_before=bindparam("not_before", type_=DateTime))
+         for guarded in (False, True)}
+PROGRESSED = update(sends).where(sends.c.id == bindparam("send_id", type_=Integer)).values(last_progress_at=NOW)
 
 
 def close_batch(conn: Connection, batch: Any, now: dt.datetime, claimed_by: str | None = None) -> bool:
     """A batch whose claim ended: done when all its deliveries are settled, else claimable
     (at once for what was never tried, at the first retry time for what was deferred).
     With `claimed_by`, only while that scheduler still holds it in flight; False (nothing changed) otherwise."""
-    untried, retry_at = conn.execute(select(
-        func.count().filter(deliveries.c.status == DeliveryStatus.PENDING),
-        func.min(deliveries.c.next_attempt_at).filter(deliveries.c.status == DeliveryStatus.DEFERRED),
-    ).where(_in_batch(batch))).one()
-    if untried:
-        values: dict[str, Any] = {"status": BatchStatus.PENDING, "claimed_by": None, "not_before": None}
-    elif retry_at is not None:
-        values = {"status": BatchStatus.PENDING, "claimed_by": None, "not_before": retry_at}
-    else:
-        values = {"status": BatchStatus.DONE, "finished_at": now, "not_before": None}
-    mine = batches.c.id == batch.id
-    if claimed_by is not None:
-        mine = and_(mine, batches.c.claimed_by == claimed_by, batches.c.status == BatchStatus.IN_FLIGHT)
-    if not conn.execute(update(batches).where(mine).values(**values)).rowcount:
+    untried, retry_at = conn.execute(SETTLED_YET, _batch(batch)).one()
+    done = not untried and retry_at is None
+    values = {"batch_id": batch.id, "scheduler": claimed_by, "now": now, "not_before": None if untried else retry_at}
+    if not conn.execute((DONE if done else AGAIN)[claimed_by is not None], values).rowcount:
         return False
-    conn.execute(update(sends).where(sends.c.id == batch.send_id).values(last_progress_at=now))
-    if values["status"] == BatchStatus.DONE:  # a send with a batch still open is not complete
+    conn.execute(PROGRESSED, {"send_id": batch.send_id, "now": now})
+    if done:  # a send with a batch still open is not complete
         finish_if_complete(conn, batch.send_id)
     return True
 

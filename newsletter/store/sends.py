@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from ..errors import NewsletterError
 from .schema import (
@@ -232,11 +232,13 @@ def resolve(conn: Connection, send_id: int, *, resend: bool = False, mark_sent: 
     return f"{count} delivery(ies) will be sent again at the scheduler's next run"
 
 
+OPEN_BATCH = (select(batches.c.id).where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_FLIGHT)),
+                                         batches.c.send_id == bindparam("send_id")).limit(1))  # built once: asked after every batch
+
+
 def finish_if_complete(conn: Connection, send_id: int) -> bool:
     """Mark the send sent when every batch is done; never before."""
-    open_batches = conn.execute(select(func.count()).where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_FLIGHT)),
-                                                           batches.c.send_id == send_id)).scalar()
-    if open_batches:
+    if conn.execute(OPEN_BATCH, {"send_id": send_id}).first() is not None:
         return False
     result = conn.execute(update(sends).where(sends.c.id == send_id, sends.c.status == SendStatus.SENDING)
                           .values(status=SendStatus.SENT, finished_at=utcnow()))
