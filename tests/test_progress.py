@@ -122,3 +122,32 @@ def test_a_send_watched_while_the_scheduler_sends_it(store_settings: Settings, s
     assert progress["seconds_left"] is not None and progress["seconds_left"] > 0
     finished = json.loads(run("sends", "1", "--json").output)
     assert finished["status"] == "sent" and finished["counts"]["sent"] == 60 and finished["progress"] is None
+
+
+def test_the_schedulers_count_of_what_is_due_matches_the_deliveries(store_settings: Settings, store: Store) -> None:
+    """Never-claimed batches are counted by their range of ids, the others row by row: the same total."""
+    from sqlalchemy import and_, func, or_
+
+    from newsletter.store.schema import batches, sends
+
+    add_readers(store, 95)
+    now = utcnow()
+    first = under_way(store, now, [])  # ten batches of ten (the last of five), none claimed
+    second = under_way(store, now, [])
+    with store.begin() as conn:
+        for _ in range(3):  # three of the first send's batches claimed, one deferred partly, one sent
+            ops.claim(conn, "test", "smtp", now, store.dialect == "postgresql")
+        rows = conn.execute(select(deliveries.c.id).where(deliveries.c.send_id == first).order_by(deliveries.c.id)).scalars().all()
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(rows[:10])).values(status="sent"))
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(rows[10:13])).values(
+            status="deferred", next_attempt_at=now + dt.timedelta(hours=1)))
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(rows[13:15])).values(
+            status="deferred", next_attempt_at=now - dt.timedelta(minutes=1)))
+        conn.execute(update(sends).where(sends.c.id == second).values(status="cancelled"))
+        claimed = conn.execute(select(func.count()).where(batches.c.claimed_at.is_not(None))).scalar()
+        due = conn.execute(select(func.count()).select_from(deliveries.join(sends, sends.c.id == deliveries.c.send_id)).where(
+            sends.c.status == "sending", or_(deliveries.c.status == "pending",
+                                             and_(deliveries.c.status == "deferred", deliveries.c.next_attempt_at <= now)))).scalar()
+        counted = ops.pending_count(conn, now)
+    assert claimed == 3 and due == 95 - 10 - 3
+    assert counted == due

@@ -336,11 +336,20 @@ def finish(conn: Connection, scheduler_id: str, batch: Row[Any], now: dt.datetim
 
 
 def pending_count(conn: Connection, now: dt.datetime) -> int:
-    """Deliveries due to be tried now, in sends under way: the size of a run."""
+    """Deliveries due to be tried now, in sends under way: the size of a run.
+
+    A batch never claimed is all pending, its range of ids counted without reading a row
+    (a freeze numbers a batch's deliveries in a row); the rows of the others are counted."""
+    open_ = and_(sends.c.status == SendStatus.SENDING, batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_FLIGHT)))
+    fresh = conn.execute(select(func.coalesce(func.sum(batches.c.last_delivery - batches.c.first_delivery + 1), 0))
+                         .join(sends, sends.c.id == batches.c.send_id).where(open_, batches.c.claimed_at.is_(None))).scalar()
     due = or_(deliveries.c.status == DeliveryStatus.PENDING,
               and_(deliveries.c.status == DeliveryStatus.DEFERRED, deliveries.c.next_attempt_at <= now))
-    return int(conn.execute(select(func.count()).select_from(deliveries.join(sends, sends.c.id == deliveries.c.send_id))
-                            .where(due, sends.c.status == SendStatus.SENDING)).scalar() or 0)
+    in_batch = and_(deliveries.c.id.between(batches.c.first_delivery, batches.c.last_delivery),
+                    deliveries.c.send_id + 0 == batches.c.send_id, deliveries.c.batch_number == batches.c.number)
+    tried = conn.execute(select(func.count()).select_from(batches.join(sends, sends.c.id == batches.c.send_id).join(deliveries, in_batch))
+                         .where(open_, batches.c.claimed_at.is_not(None), due)).scalar()
+    return int(fresh or 0) + int(tried or 0)
 
 
 def next_retry(conn: Connection) -> dt.datetime | None:
