@@ -257,6 +257,11 @@ def settle(conn: Connection, outcomes: Iterable[Outcome], now: dt.datetime, retr
     so a scheduler whose lease ran out can still record what the server told it.
     Outcomes that write the same values (a batch sent, a batch refused with one
     answer) are one statement: UPDATE … WHERE id IN (…) AND status is still open."""
+    outcomes = list(outcomes)
+    ids = [outcome.delivery_id for outcome in outcomes]
+    if all(outcome.status == DeliveryStatus.SENT for outcome in outcomes) and len(set(ids)) == len(ids):
+        _write(conn, {DeliveryStatus.SENT: ({"status": DeliveryStatus.SENT, "sent_at": now}, ids)})  # a batch taken whole
+        return [DeliveryStatus.SENT] * len(ids)
     recorded: list[DeliveryStatus] = []
     groups: dict[Any, tuple[dict[str, Any], list[int]]] = {}  # what to write → (the columns, the deliveries)
     seen: set[int] = set()
