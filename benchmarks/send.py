@@ -14,7 +14,15 @@ and the ratio printed is the median of the per-pair ratios: on a shared
 machine, load shifts between runs but rarely within a pair. Servers run in
 their own processes, so they do not share our CPU. Prints figures only.
 
+- PostgreSQL (--postgres): 1,000,000 readers through the SendGrid path with no
+  latency, beside the bare client. Goals: at least 40% of its rate; freezing the
+  list at most 2 s; the send's peak RSS within 10% of the --large run's, on
+  PostgreSQL too. Also prints the wait from the scheduler's start to its first
+  request (queue to first message). Each run sends to a fresh copy of a list
+  made once in a database of its own, all dropped at the end.
+
     python benchmarks/send.py [--only smtp,outbox,sendgrid] [--count 10000] [--large 100000] [--pairs 3]
+    python benchmarks/send.py --only postgres --pairs 2            # the million alone
 """
 
 from __future__ import annotations
@@ -185,20 +193,161 @@ def bare_sendgrid(count: int, host: str) -> None:
     html = (REPO / "tests" / "golden" / "2017-02-13-say-what-you-mean.email.html").read_text(encoding="utf-8")
     text = (REPO / "tests" / "golden" / "2017-02-13-say-what-you-mean.email.txt").read_text(encoding="utf-8")
     link = "http://127.0.0.1:8000/unsubscribe?token=" + "x" * 90
-    payloads = [{
-        "personalizations": [{
-            "to": [{"email": f"reader{n + i}@example.net"}],
-            "substitutions": {"%%unsubscribe_url%%": link},
-            "headers": {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
-            "custom_args": {"send_id": "1", "delivery_id": str(n + i)},
-        } for i in range(min(1000, count - n))],
-        "from": {"email": "editor@example.com"}, "subject": "Benchmark",
-        "content": [{"type": "text/plain", "value": text}, {"type": "text/html", "value": html}],
-    } for n in range(0, count, 1000)]
-    start = time.perf_counter()
-    for body in payloads:
+
+    def payload(n: int) -> dict[str, Any]:
+        return {
+            "personalizations": [{
+                "to": [{"email": f"reader{n + i}@example.net"}],
+                "substitutions": {"%%unsubscribe_url%%": link},
+                "headers": {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+                "custom_args": {"send_id": "1", "delivery_id": str(n + i)},
+            } for i in range(min(1000, count - n))],
+            "from": {"email": "editor@example.com"}, "subject": "Benchmark",
+            "content": [{"type": "text/plain", "value": text}, {"type": "text/html", "value": html}],
+        }
+
+    # Each payload is built before its request and outside the clock: a million would not fit in memory at once.
+    elapsed = 0.0
+    for n in range(0, count, 1000):
+        body = payload(n)
+        start = time.perf_counter()
         client.client.mail.send.post(request_body=body)
-    report(time.perf_counter() - start)
+        elapsed += time.perf_counter() - start
+    report(elapsed)
+
+
+# -- a million readers on PostgreSQL ---------------------------------------------
+POSTGRES_ADMIN = os.environ.get("BENCHMARK_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_admin() -> Any:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(POSTGRES_ADMIN)
+    return psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+                           dbname=url.database, autocommit=True)
+
+
+def postgres_url(name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(POSTGRES_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def postgres_list(name: str, count: int, target: str) -> None:
+    """A database `name` with `count` active readers and the sample issue queued, vacuumed as a list long imported is."""
+    from sqlalchemy import text
+
+    with postgres_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    with tempfile.TemporaryDirectory() as tmp:
+        _, store, _ = project(Path(tmp), 0, {**env_for("sendgrid", target), "NEWSLETTER_DATABASE_URL": postgres_url(name)})
+        with store.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO subscribers (email, email_key, name, attributes, status, source, created_at, updated_at, "
+                "status_changed_at) SELECT 'reader' || n || '@example.net', 'reader' || n || '@example.net', 'Reader ' || n, "
+                "'{}', 'active', 'benchmark', now(), now(), now() FROM generate_series(0, :last) AS n"), {"last": count - 1})
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+        store.dispose()
+
+
+def postgres_copy(template: str, name: str) -> None:
+    with postgres_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+
+
+def postgres_drop(*names: str) -> None:
+    with postgres_admin() as admin:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def ours_postgres(count: int, env: dict[str, str]) -> None:
+    """The scheduler on a copy of a PostgreSQL list: the whole run, the freeze, and the wait for the first request."""
+    from newsletter.config import load_settings
+    from newsletter.providers import get_provider
+    from newsletter.scheduler import Scheduler
+    from newsletter.store import open_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copy(REPO / "newsletter.toml", root / "newsletter.toml")
+        settings = load_settings(root, environ={"NEWSLETTER_SECRET": "benchmark-secret", **env})
+        store = open_store(settings)
+        scheduler = Scheduler(store, settings, get_provider(settings), settings.secret)
+        marks: dict[str, float] = {}
+        start_sends, send = scheduler._start, scheduler.provider.send
+
+        def timed_start(*args: Any) -> None:
+            began = time.perf_counter()
+            start_sends(*args)
+            marks["freeze"] = time.perf_counter() - began
+
+        def first_send(*args: Any) -> Any:
+            marks.setdefault("first", time.perf_counter() - start)
+            return send(*args)
+
+        scheduler._start = timed_start  # type: ignore[method-assign,assignment]
+        scheduler.provider.send = first_send  # type: ignore[method-assign,assignment]
+        before = reset_peak()
+        start = time.perf_counter()
+        result = scheduler.run_once()
+        elapsed = time.perf_counter() - start
+        assert result.sent == count, result
+        store.dispose()
+        peak = status_mib("VmHWM")
+        print(json.dumps({"seconds": elapsed, "freeze": marks["freeze"], "first": marks["first"], "peak_rss_mib": peak,
+                          "growth_mib": peak - before}))
+
+
+def postgres_million(count: int, small: int, target: str, pairs: int) -> None:
+    """The SendGrid path on PostgreSQL at `count` readers beside the bare client, and its peak memory beside `small`."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    large_list, small_list = f"newsletter_bench_{tag}_{count}", f"newsletter_bench_{tag}_{small}"
+    copies: list[str] = []
+
+    def run(template: str, n: int) -> dict[str, float]:
+        name = f"{template}_{len(copies)}"
+        copies.append(name)
+        postgres_copy(template, name)
+        try:
+            env = {**env_for("sendgrid", target), "NEWSLETTER_DATABASE_URL": postgres_url(name)}
+            return child("ours-postgres", "sendgrid", n, target, env)
+        finally:
+            postgres_drop(name)
+
+    try:
+        postgres_list(large_list, count, target)
+        postgres_list(small_list, small, target)
+        ours_runs, ratios, bare_rates = [], [], []
+        for _ in range(pairs):
+            a = run(large_list, count)
+            b = child("bare", "sendgrid", count, target)
+            ours_runs.append(a)
+            bare_rates.append(count / b["seconds"])
+            ratios.append(b["seconds"] / a["seconds"])
+        small_run = run(small_list, small)
+    finally:
+        postgres_drop(large_list, small_list, *copies)
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in ours_runs)
+
+    print(f"postgres: newsletter {count / median('seconds'):,.0f} recipients/s ({median('seconds'):.1f} s), "
+          f"bare sendgrid client {statistics.median(bare_rates):,.0f}/s over {count:,} recipients")
+    print(f"postgres: ratio {statistics.median(ratios):.0%} (median of {pairs} pairs, {min(ratios):.0%}–{max(ratios):.0%}; goal >= 40%)")
+    print(f"postgres: freezing {count:,}: {median('freeze'):.2f} s (median; {min(r['freeze'] for r in ours_runs):.2f}–"
+          f"{max(r['freeze'] for r in ours_runs):.2f}; goal <= 2 s)")
+    print(f"postgres: queue to first message: {median('first'):.2f} s (median)")
+    large_peak = median("peak_rss_mib")
+    for n, peak, growth in ((small, small_run["peak_rss_mib"], small_run["growth_mib"]), (count, large_peak, median("growth_mib"))):
+        print(f"postgres: the send's peak RSS at {n:>9,}: {peak:.1f} MiB (+{growth:.1f} MiB during the send)")
+    print(f"postgres: peak RSS growth from {small:,} to {count:,}: {large_peak / small_run['peak_rss_mib'] - 1:+.1%} (goal within 10%)")
+    sys.stdout.flush()
 
 
 def env_for(path: str, target: str) -> dict[str, str]:
@@ -216,9 +365,9 @@ BARE_NAMES = {"sendgrid": "bare sendgrid client", "smtp": "bare smtplib loop", "
 
 
 # -- the parent -------------------------------------------------------------------
-def child(side: str, path: str, count: int, target: str) -> dict[str, float]:
+def child(side: str, path: str, count: int, target: str, env: dict[str, str] | None = None) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--child", side, path, str(count), target], check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result
 
@@ -244,10 +393,14 @@ def server(flag: str) -> tuple[subprocess.Popen[str], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="smtp,outbox,sendgrid", help="which paths, comma-separated")
+    parser.add_argument("--only", default="smtp,outbox,sendgrid", help="which paths, comma-separated (postgres: see --postgres)")
     parser.add_argument("--count", type=int, default=10_000, help="recipients for SMTP and the outbox (default 10,000)")
     parser.add_argument("--large", type=int, default=100_000, help="recipients for SendGrid (default 100,000)")
     parser.add_argument("--pairs", type=int, default=3, help="A B pairs per path (default 3)")
+    parser.add_argument("--postgres", type=int, nargs="?", const=1_000_000, default=0, metavar="COUNT",
+                        help="also send to COUNT readers (default 1,000,000) on PostgreSQL through SendGrid, beside the bare "
+                             "client, with the freeze, the wait for the first message and peak memory against --large "
+                             "(a database of its own, at BENCHMARK_POSTGRES_URL's server, dropped afterwards)")
     parser.add_argument("--serve-sendgrid", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-smtp", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -260,11 +413,19 @@ def main() -> None:
         side, path, count, target = args.child
         if side == "ours":
             return ours(int(count), env_for(path, target))
+        if side == "ours-postgres":
+            return ours_postgres(int(count), {**env_for(path, target), "NEWSLETTER_DATABASE_URL": os.environ["NEWSLETTER_DATABASE_URL"]})
         return BARE[path](int(count), target)
 
-    for path in args.only.split(","):
-        process, target = server(f"--serve-{path}") if path != "outbox" else (None, "")
+    paths = [p for p in args.only.split(",") if p]
+    if args.postgres and "postgres" not in paths:
+        paths.append("postgres")
+    for path in paths:
+        process, target = server(f"--serve-{'sendgrid' if path == 'postgres' else path}") if path != "outbox" else (None, "")
         try:
+            if path == "postgres":
+                postgres_million(args.postgres or 1_000_000, args.large, target, args.pairs)
+                continue
             count = args.large if path == "sendgrid" else args.count
             figures = paired(path, count, target, args.pairs)
             memory = {n: child("ours", path, n, target) for n in (10_000, args.large)} if path == "sendgrid" else {}

@@ -17,7 +17,7 @@ from .common import cli, open_store, print_run, progress_bar, settings, show
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from ..store.sends import Missed, SendSummary
+    from ..store.sends import Missed, Progress, SendSummary
 
 
 @cli.command()
@@ -110,6 +110,10 @@ def sends_(send_id: int | None, as_json: bool, export_to: Path | None) -> None:
     """List every send with its status and counts per outcome, or show SEND in detail:
     its counts and every failed, deferred or in-doubt recipient with the reason.
 
+    A send under way also shows how much is done, how many went out over the
+    last minute and the time left at that pace. It is read from the database,
+    so it works from any machine that shares it with the schedulers.
+
     \b
     Examples:
       newsletter sends
@@ -144,9 +148,32 @@ def sends_(send_id: int | None, as_json: bool, export_to: Path | None) -> None:
     table.add_column("needs the editor", overflow="fold", ratio=4)
     for send in found:
         outcomes = ", ".join(f"{s.value.replace('_', ' ')} {send.count(s)}" for s in SHOWN if send.count(s))
-        table.add_row(f"#{send.id}", send.issue_slug, f"{send.scheduled_at:%Y-%m-%d %H:%M}", send.status,
+        status = f"{send.status} {_share(send.progress)}" if send.progress else send.status
+        table.add_row(f"#{send.id}", send.issue_slug, f"{send.scheduled_at:%Y-%m-%d %H:%M}", status,
                       outcomes or "none", _trouble(send))
     Console().print(table)  # as wide as the terminal, no wider
+    for send in found:
+        if send.progress:
+            click.echo(f"#{send.id} under way: {_describe(send.progress)}")
+
+
+def _share(progress: Progress) -> str:
+    return f"{progress.done / progress.total:.0%}" if progress.total else "100%"
+
+
+def _describe(progress: Progress) -> str:
+    """45% done (450 of 1,000), 120 sent a minute, about 5 min left."""
+    pace = f"{progress.per_minute:,.0f} sent a minute" if progress.per_minute else "none sent in the last minute"
+    left = progress.seconds_left
+    when = "" if left is None else ", none left to try" if not progress.untried else f", about {_duration(left)} left"
+    return f"{_share(progress)} done ({progress.done:,} of {progress.total:,}), {pace}{when}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
 
 
 SHOWN = (DeliveryStatus.SENT, DeliveryStatus.PENDING, DeliveryStatus.DEFERRED, DeliveryStatus.FAILED, DeliveryStatus.IN_DOUBT,
@@ -165,9 +192,13 @@ def _trouble(send: SendSummary) -> str:
 
 
 def _summary_json(send: SendSummary) -> dict[str, object]:
+    progress = send.progress
     return {"id": send.id, "issue": send.issue_slug, "subject": send.subject, "status": send.status,
             "scheduled_at": send.scheduled_at.isoformat(timespec="seconds") + "Z", "note": send.note,
-            "counts": {status.value: send.count(status) for status in DeliveryStatus}}
+            "counts": {status.value: send.count(status) for status in DeliveryStatus},
+            "progress": None if progress is None else {
+                "done": progress.done, "total": progress.total, "sent_per_minute": round(progress.per_minute, 1),
+                "seconds_left": None if progress.seconds_left is None else round(progress.seconds_left)}}
 
 
 def _send_detail(conn: Connection, send_id: int, as_json: bool, export_to: Path | None) -> None:
@@ -190,6 +221,8 @@ def _send_detail(conn: Connection, send_id: int, as_json: bool, export_to: Path 
     if send.note:
         click.echo(f"Note: {send.note}")
     click.echo(f"Recipients: {send.recipients}; " + ", ".join(f"{s.value.replace('_', ' ')} {send.count(s)}" for s in SHOWN))
+    if send.progress:
+        click.echo(f"Progress: {_describe(send.progress)}")
     for person in people:
         when = f" (try {person.attempts + 1} at {person.next_attempt_at:%Y-%m-%d %H:%M} UTC)" if person.next_attempt_at else ""
         click.echo(f"  {person.status.replace('_', ' '):9} {person.email}: {person.reason or 'no reason recorded'}{when}")

@@ -12,7 +12,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    DateTime,
+    Integer,
+    Row,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from .schema import (
     UNSETTLED,
@@ -53,11 +70,24 @@ def unregister(conn: Connection, scheduler_id: str) -> None:
     conn.execute(delete(schedulers).where(schedulers.c.id == scheduler_id))
 
 
-def _tried_in_claim(batch: Row[Any]) -> Any:
-    """The deliveries a claim handed to the provider and has not settled yet."""
-    return and_(deliveries.c.send_id == batch.send_id, deliveries.c.batch_number == batch.number, or_(
-        deliveries.c.status == DeliveryStatus.PENDING,
-        and_(deliveries.c.status == DeliveryStatus.DEFERRED, deliveries.c.next_attempt_at <= batch.claimed_at)))
+# The statements run once a batch (a thousand times a million readers) are built once, on bind parameters.
+NOW = bindparam("now", type_=DateTime)
+IN_BATCH = and_(deliveries.c.id.between(bindparam("first", type_=Integer), bindparam("last", type_=Integer)),
+                deliveries.c.send_id + 0 == bindparam("send_id", type_=Integer),
+                deliveries.c.batch_number == bindparam("number", type_=Integer))
+"""A batch's deliveries, read through the primary key (see schema.batches). The send and number are
+checked, never used as a way in (`+ 0`): right after a freeze the planner knows nothing of the new
+rows, and would otherwise walk the whole send through the unique index to find one batch."""
+TRIED_IN_CLAIM = and_(IN_BATCH, or_(
+    deliveries.c.status == DeliveryStatus.PENDING,
+    and_(deliveries.c.status == DeliveryStatus.DEFERRED, deliveries.c.next_attempt_at <= bindparam("claimed_at", type_=DateTime))))
+"""The deliveries a claim handed to the provider and has not settled yet."""
+
+
+def _batch(batch: Any) -> dict[str, Any]:
+    """The values of IN_BATCH and TRIED_IN_CLAIM for this batch."""
+    return {"first": batch.first_delivery, "last": batch.last_delivery, "send_id": batch.send_id, "number": batch.number,
+            "claimed_at": batch.claimed_at}
 
 
 def recover(conn: Connection, scheduler_id: str, now: dt.datetime, idempotent: dict[str, bool],
@@ -78,16 +108,16 @@ def recover(conn: Connection, scheduler_id: str, now: dt.datetime, idempotent: d
         error = f"the lease of scheduler {batch.claimed_by} ran out while this was with {provider}; it may have been delivered"
         doubtful: Sequence[int] = []
         if not idempotent.get(provider, False):
-            tried = select(deliveries.c.id).where(_tried_in_claim(batch)).order_by(deliveries.c.id)
+            tried = select(deliveries.c.id).where(TRIED_IN_CLAIM).order_by(deliveries.c.id)
             # One by one, each settled before the next: only the first unsettled can have been on the wire.
             one_at_most = settles_each.get(provider, False) and not (booted_at and batch.claimed_at < booted_at)
-            doubtful = conn.execute(tried.limit(1) if one_at_most else tried).scalars().all()
+            doubtful = conn.execute(tried.limit(1) if one_at_most else tried, _batch(batch)).scalars().all()
         if not conn.execute(update(batches).where(guard).values(status=BatchStatus.PENDING, claimed_by=None)).rowcount:
             continue
         if doubtful:
             conn.execute(update(deliveries).where(deliveries.c.id.in_(doubtful)).values(status=DeliveryStatus.IN_DOUBT, error=error))
             lines.append(f"send #{batch.send_id} batch {batch.number}: {len(doubtful)} delivery(ies) in doubt; {error}")
-        close_batch(conn, batch.id, batch.send_id, batch.number, now)
+        close_batch(conn, batch, now)
     conn.execute(delete(schedulers).where(schedulers.c.lease_until <= now))
     return lines
 
@@ -108,23 +138,40 @@ def hold(conn: Connection, send: Row[Any], note: str) -> bool:
                              .values(status=SendStatus.HELD, note=note)).rowcount)
 
 
+FREEZE_LOCK = 727473  # PostgreSQL advisory lock: one freeze at a time numbers deliveries
+
+
 def freeze(conn: Connection, send_id: int, batch_size: int, now: dt.datetime) -> bool:
-    """queued → sending, with one delivery per active subscriber in numbered batches; False if another won."""
+    """queued → sending, with one delivery per active subscriber in numbered batches; False if another won.
+
+    The deliveries get consecutive ids, so batch k is the ids first + k·size onwards:
+    one INSERT … SELECT for the list and a row per batch, whatever the list's size."""
     won = conn.execute(update(sends).where(sends.c.id == send_id, sends.c.status == SendStatus.QUEUED)
                        .values(status=SendStatus.SENDING, started_at=now, last_progress_at=now)).rowcount
     if not won:
         return False
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        # Only freezes write deliveries: with them in line, the sequence's next ids are this freeze's alone.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FREEZE_LOCK})
+        base = int(conn.execute(text("SELECT nextval(pg_get_serial_sequence('deliveries', 'id'))")).scalar_one()) - 1
+    else:  # SQLite: a writer holds the database's one write lock (BEGIN IMMEDIATE)
+        base = int(conn.execute(select(func.coalesce(func.max(deliveries.c.id), 0))).scalar_one())
     position = func.row_number().over(order_by=subscribers.c.id) - 1
-    conn.execute(insert(deliveries).from_select(
-        ["send_id", "batch_number", "subscriber_id", "status", "attempts"],
-        select(literal(send_id), position // batch_size, subscribers.c.id, literal(DeliveryStatus.PENDING.value), literal(0))
+    count = conn.execute(insert(deliveries).from_select(
+        ["id", "send_id", "batch_number", "subscriber_id", "status", "attempts"],
+        select(position + (base + 1), literal(send_id), position // batch_size, subscribers.c.id,
+               literal(DeliveryStatus.PENDING.value), literal(0))
         .where(subscribers.c.status == SubscriberStatus.ACTIVE),
-    ))
-    conn.execute(insert(batches).from_select(
-        ["send_id", "number", "status"],
-        select(literal(send_id), deliveries.c.batch_number, literal(BatchStatus.PENDING.value))
-        .where(deliveries.c.send_id == send_id).distinct(),
-    ))
+    ).execution_options(preserve_rowcount=True)).rowcount
+    if postgres and count:
+        conn.execute(text("SELECT setval(pg_get_serial_sequence('deliveries', 'id'), :last)"), {"last": base + count})
+    if count:
+        conn.execute(insert(batches), [
+            {"send_id": send_id, "number": number, "status": BatchStatus.PENDING, "first_delivery": base + 1 + start,
+             "last_delivery": base + min(start + batch_size, count)}
+            for number, start in enumerate(range(0, count, batch_size))
+        ])
     finish_if_complete(conn, send_id)  # at once, when there is nobody to send to
     return True
 
@@ -142,34 +189,38 @@ class Claimed:
     skipped: int  # unsubscribed (or bounced…) since the freeze: recorded as skipped in the claim
 
 
-def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, skip_locked: bool) -> Claimed | None | bool:
-    """Take one due batch of a sending send: the Claimed, None when none is due, False when another took it first."""
-    query = (select(batches.c.id).join(sends, sends.c.id == batches.c.send_id)
-             .where(batches.c.status == BatchStatus.PENDING, sends.c.status == SendStatus.SENDING,
-                    or_(batches.c.not_before.is_(None), batches.c.not_before <= now))
-             .order_by(batches.c.send_id, batches.c.number).limit(1))
+def _claim_statement(skip_locked: bool) -> Any:
+    due = (select(batches.c.id).join(sends, sends.c.id == batches.c.send_id)
+           .where(batches.c.status == BatchStatus.PENDING, sends.c.status == SendStatus.SENDING,
+                  or_(batches.c.not_before.is_(None), batches.c.not_before <= NOW))
+           .order_by(batches.c.send_id, batches.c.number).limit(1))
     if skip_locked:
-        query = query.with_for_update(skip_locked=True, of=batches)
-    batch_id = conn.execute(query).scalar()
-    if batch_id is None:
+        due = due.with_for_update(skip_locked=True, of=batches)
+    return (update(batches).where(batches.c.id == due.scalar_subquery(), batches.c.status == BatchStatus.PENDING)
+            .values(status=BatchStatus.IN_FLIGHT, claimed_by=bindparam("scheduler"), claimed_at=NOW, provider=bindparam("provider"))
+            .returning(*batches.c))
+
+
+TAKE = {skip_locked: _claim_statement(skip_locked) for skip_locked in (False, True)}
+RECIPIENTS = (select(deliveries.c.id.label("delivery_id"), deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
+                     deliveries.c.attempts, deliveries.c.deferred_since, subscribers.c.status.label("subscriber_status"))
+              .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id).where(TRIED_IN_CLAIM).order_by(deliveries.c.id))
+
+
+def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, skip_locked: bool) -> Claimed | None | bool:
+    """Take one due batch of a sending send: the Claimed, or None when none is due (or every due one is
+    being claimed by another). One statement finds the batch and takes it, so no other can come between."""
+    batch = conn.execute(TAKE[skip_locked], {"now": now, "scheduler": scheduler_id, "provider": provider}).one_or_none()
+    if batch is None:
         return None
-    won = conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.status == BatchStatus.PENDING).values(
-        status=BatchStatus.IN_FLIGHT, claimed_by=scheduler_id, claimed_at=now, provider=provider)).rowcount
-    if not won:
-        return False
-    batch = conn.execute(select(batches).where(batches.c.id == batch_id)).one()
-    due = _tried_in_claim(batch)
     # Statuses are read here, just before sending: an unsubscribe since the freeze still counts.
-    gone = select(subscribers.c.id).where(subscribers.c.status != SubscriberStatus.ACTIVE)
-    skipped = conn.execute(update(deliveries).where(due, deliveries.c.subscriber_id.in_(gone))
-                           .values(status=DeliveryStatus.SKIPPED)).rowcount
-    rows: Sequence[Any] = conn.execute(
-        select(deliveries.c.id.label("delivery_id"), deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-               deliveries.c.attempts, deliveries.c.deferred_since)
-        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(due).order_by(deliveries.c.id)
-    ).all()
-    return Claimed(batch, rows, int(skipped))
+    rows: Sequence[Any] = conn.execute(RECIPIENTS, _batch(batch)).all()
+    gone = [row.delivery_id for row in rows if row.subscriber_status != SubscriberStatus.ACTIVE]
+    if gone:
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(gone), deliveries.c.status.in_(UNSETTLED))
+                     .values(status=DeliveryStatus.SKIPPED))
+        rows = [row for row in rows if row.subscriber_status == SubscriberStatus.ACTIVE]
+    return Claimed(batch, rows, len(gone))
 
 
 # -- outcomes ----------------------------------------------------------------
@@ -182,68 +233,128 @@ class Outcome:
     deferred_since: dt.datetime | None
 
 
+OPEN: tuple[str, ...] = (*UNSETTLED, DeliveryStatus.IN_DOUBT)  # what an outcome may overwrite
+CHUNK = 1000  # ids per statement, within every dialect's limit on parameters
+
+
+def _deferral(outcome: Outcome, now: dt.datetime, retry: Retry) -> tuple[DeliveryStatus, dict[str, Any]]:
+    """A temporary refusal: tried again later, doubling the wait; past the retry window, a failure."""
+    since = outcome.deferred_since or now
+    tries = outcome.attempts + 1
+    if now - since >= retry.window:
+        hours = retry.window.total_seconds() / 3600
+        return DeliveryStatus.FAILED, {"status": DeliveryStatus.FAILED, "next_attempt_at": None,
+                                       "error": f"still refused after {tries} tries over {hours:g} hours: {outcome.reason}"}
+    wait = retry.after * 2 ** outcome.attempts
+    return DeliveryStatus.DEFERRED, {"status": DeliveryStatus.DEFERRED, "error": outcome.reason or None, "attempts": tries,
+                                     "deferred_since": since, "next_attempt_at": min(now + wait, since + retry.window)}
+
+
 def settle(conn: Connection, outcomes: Iterable[Outcome], now: dt.datetime, retry: Retry) -> list[DeliveryStatus]:
-    """Record outcomes; a deferral past the retry window is a failure. Returns the statuses recorded.
+    """Record outcomes; a deferral past the retry window is a failure. Returns the statuses recorded, in order.
 
     Only a delivery not yet settled (or in doubt: the truth is better) is written,
-    so a scheduler whose lease ran out can still record what the server told it."""
-    recorded = []
+    so a scheduler whose lease ran out can still record what the server told it.
+    Outcomes that write the same values (a batch sent, a batch refused with one
+    answer) are one statement: UPDATE … WHERE id IN (…) AND status is still open."""
+    outcomes = list(outcomes)
+    ids = [outcome.delivery_id for outcome in outcomes]
+    if all(outcome.status == DeliveryStatus.SENT for outcome in outcomes) and len(set(ids)) == len(ids):
+        _write(conn, {DeliveryStatus.SENT: ({"status": DeliveryStatus.SENT, "sent_at": now}, ids)})  # a batch taken whole
+        return [DeliveryStatus.SENT] * len(ids)
+    recorded: list[DeliveryStatus] = []
+    groups: dict[Any, tuple[dict[str, Any], list[int]]] = {}  # what to write → (the columns, the deliveries)
+    seen: set[int] = set()
     for outcome in outcomes:
-        values: dict[str, Any] = {"status": outcome.status, "error": outcome.reason or None}
+        if outcome.delivery_id in seen:  # the same delivery twice: what came first is written first
+            _write(conn, groups)
+            seen.clear()
         status = outcome.status
-        if status == DeliveryStatus.SENT:
-            values.update(sent_at=now, error=None)
-        elif status == DeliveryStatus.DEFERRED:
-            since = outcome.deferred_since or now
-            tries = outcome.attempts + 1
-            if now - since >= retry.window:
-                hours = retry.window.total_seconds() / 3600
-                status = DeliveryStatus.FAILED
-                values.update(status=status, error=f"still refused after {tries} tries over {hours:g} hours: {outcome.reason}",
-                              next_attempt_at=None)
-            else:
-                wait = retry.after * 2 ** outcome.attempts
-                values.update(attempts=tries, deferred_since=since, next_attempt_at=min(now + wait, since + retry.window))
-        open_ = deliveries.c.status.in_((*UNSETTLED, DeliveryStatus.IN_DOUBT))
-        conn.execute(update(deliveries).where(deliveries.c.id == outcome.delivery_id, open_).values(**values))
+        key: Any
+        if status == DeliveryStatus.DEFERRED:
+            status, values = _deferral(outcome, now, retry)
+            key = tuple(values.items())
+        else:
+            key = (status, "" if status == DeliveryStatus.SENT else outcome.reason)
+            values = {}
+        group = groups.get(key)
+        if group is None:
+            if not values:
+                values = {"status": status, "error": key[1] or None}
+                if status == DeliveryStatus.SENT:
+                    values["sent_at"] = now
+            group = groups[key] = (values, [])
+        group[1].append(outcome.delivery_id)
+        seen.add(outcome.delivery_id)
         recorded.append(status)
+    _write(conn, groups)
     return recorded
 
 
-def close_batch(conn: Connection, batch_id: int, send_id: int, number: int, now: dt.datetime) -> None:
+# deliveries.id among `ids`: on PostgreSQL one array parameter (a thousand parameters cost more to send than the update).
+AMONG = {True: deliveries.c.id == any_(bindparam("ids", type_=ARRAY(Integer))),
+         False: deliveries.c.id.in_(bindparam("ids", expanding=True))}
+SENT = {postgres: update(deliveries).where(among, deliveries.c.status.in_(OPEN))
+        .values(status=DeliveryStatus.SENT, sent_at=NOW, error=None) for postgres, among in AMONG.items()}
+
+
+def _write(conn: Connection, groups: dict[Any, tuple[dict[str, Any], list[int]]]) -> None:
+    postgres = conn.dialect.name == "postgresql"
+    for values, ids in groups.values():
+        sent = values["status"] == DeliveryStatus.SENT
+        statement = SENT[postgres] if sent else update(deliveries).where(AMONG[postgres], deliveries.c.status.in_(OPEN)).values(values)
+        for start in range(0, len(ids), CHUNK):
+            conn.execute(statement, {"ids": ids[start:start + CHUNK], "now": values.get("sent_at")})
+    groups.clear()
+
+
+SETTLED_YET = select(func.count().filter(deliveries.c.status == DeliveryStatus.PENDING),
+                     func.min(deliveries.c.next_attempt_at).filter(deliveries.c.status == DeliveryStatus.DEFERRED)).where(IN_BATCH)
+HELD_BY = and_(batches.c.claimed_by == bindparam("scheduler"), batches.c.status == BatchStatus.IN_FLIGHT)
+THIS_BATCH = batches.c.id == bindparam("batch_id", type_=Integer)
+DONE = {guarded: update(batches).where(THIS_BATCH, *([HELD_BY] if guarded else []))
+        .values(status=BatchStatus.DONE, finished_at=NOW, not_before=None) for guarded in (False, True)}
+AGAIN = {guarded: update(batches).where(THIS_BATCH, *([HELD_BY] if guarded else []))
+         .values(status=BatchStatus.PENDING, claimed_by=None, not_before=bindparam("not_before", type_=DateTime))
+         for guarded in (False, True)}
+PROGRESSED = update(sends).where(sends.c.id == bindparam("send_id", type_=Integer)).values(last_progress_at=NOW)
+
+
+def close_batch(conn: Connection, batch: Any, now: dt.datetime, claimed_by: str | None = None) -> bool:
     """A batch whose claim ended: done when all its deliveries are settled, else claimable
-    (at once for what was never tried, at the first retry time for what was deferred)."""
-    mine = and_(deliveries.c.send_id == send_id, deliveries.c.batch_number == number)
-    untried = conn.execute(select(func.count()).where(mine, deliveries.c.status == DeliveryStatus.PENDING)).scalar()
-    deferred = and_(mine, deliveries.c.status == DeliveryStatus.DEFERRED)
-    retry_at = conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(deferred)).scalar()
-    if untried:
-        values: dict[str, Any] = {"status": BatchStatus.PENDING, "claimed_by": None, "not_before": None}
-    elif retry_at is not None:
-        values = {"status": BatchStatus.PENDING, "claimed_by": None, "not_before": retry_at}
-    else:
-        values = {"status": BatchStatus.DONE, "finished_at": now, "not_before": None}
-    conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
-    conn.execute(update(sends).where(sends.c.id == send_id).values(last_progress_at=now))
-    finish_if_complete(conn, send_id)
+    (at once for what was never tried, at the first retry time for what was deferred).
+    With `claimed_by`, only while that scheduler still holds it in flight; False (nothing changed) otherwise."""
+    untried, retry_at = conn.execute(SETTLED_YET, _batch(batch)).one()
+    done = not untried and retry_at is None
+    values = {"batch_id": batch.id, "scheduler": claimed_by, "now": now, "not_before": None if untried else retry_at}
+    if not conn.execute((DONE if done else AGAIN)[claimed_by is not None], values).rowcount:
+        return False
+    conn.execute(PROGRESSED, {"send_id": batch.send_id, "now": now})
+    if done:  # a send with a batch still open is not complete
+        finish_if_complete(conn, batch.send_id)
+    return True
 
 
 def finish(conn: Connection, scheduler_id: str, batch: Row[Any], now: dt.datetime) -> bool:
     """End this scheduler's claim on the batch; False (and nothing changed) if the claim is no longer its own."""
-    mine = conn.execute(select(batches.c.id).where(batches.c.id == batch.id, batches.c.claimed_by == scheduler_id,
-                                                   batches.c.status == BatchStatus.IN_FLIGHT)).scalar()
-    if mine is None:
-        return False
-    close_batch(conn, batch.id, batch.send_id, batch.number, now)
-    return True
+    return close_batch(conn, batch, now, claimed_by=scheduler_id)
 
 
 def pending_count(conn: Connection, now: dt.datetime) -> int:
-    """Deliveries due to be tried now, in sends under way: the size of a run."""
+    """Deliveries due to be tried now, in sends under way: the size of a run.
+
+    A batch never claimed is all pending, its range of ids counted without reading a row
+    (a freeze numbers a batch's deliveries in a row); the rows of the others are counted."""
+    open_ = and_(sends.c.status == SendStatus.SENDING, batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_FLIGHT)))
+    fresh = conn.execute(select(func.coalesce(func.sum(batches.c.last_delivery - batches.c.first_delivery + 1), 0))
+                         .join(sends, sends.c.id == batches.c.send_id).where(open_, batches.c.claimed_at.is_(None))).scalar()
     due = or_(deliveries.c.status == DeliveryStatus.PENDING,
               and_(deliveries.c.status == DeliveryStatus.DEFERRED, deliveries.c.next_attempt_at <= now))
-    return int(conn.execute(select(func.count()).select_from(deliveries.join(sends, sends.c.id == deliveries.c.send_id))
-                            .where(due, sends.c.status == SendStatus.SENDING)).scalar() or 0)
+    in_batch = and_(deliveries.c.id.between(batches.c.first_delivery, batches.c.last_delivery),
+                    deliveries.c.send_id + 0 == batches.c.send_id, deliveries.c.batch_number == batches.c.number)
+    tried = conn.execute(select(func.count()).select_from(batches.join(sends, sends.c.id == batches.c.send_id).join(deliveries, in_batch))
+                         .where(open_, batches.c.claimed_at.is_not(None), due)).scalar()
+    return int(fresh or 0) + int(tried or 0)
 
 
 def next_retry(conn: Connection) -> dt.datetime | None:

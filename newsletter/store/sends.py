@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from ..errors import NewsletterError
 from .fields import column_length
@@ -37,6 +37,26 @@ class SendError(NewsletterError):
     """The editor asked for something that cannot be done as asked; str() says why and what to do."""
 
 
+RATE_WINDOW = dt.timedelta(minutes=1)  # a running send's pace is what it sent over the last minute
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a running send is, from the database alone: any machine can ask."""
+
+    done: int  # deliveries with an outcome for good (sent, failed, skipped, in doubt)
+    total: int
+    per_minute: float  # sent over the last minute (or since the send started, when that is sooner)
+    untried: int  # not tried yet; deferred ones wait for their retry time and are not counted here
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At the recent pace, for what is not tried yet; None when nothing went out lately."""
+        if not self.untried:
+            return 0.0
+        return self.untried / self.per_minute * 60 if self.per_minute else None
+
+
 @dataclass
 class SendSummary:
     id: int
@@ -46,6 +66,9 @@ class SendSummary:
     scheduled_at: dt.datetime
     note: str
     counts: dict[str, int] = field(default_factory=dict)  # deliveries by DeliveryStatus
+    started_at: dt.datetime | None = None
+    recent: int = 0  # sent within RATE_WINDOW of `at`
+    at: dt.datetime | None = None  # when these counts were read
 
     @property
     def recipients(self) -> int:
@@ -53,6 +76,18 @@ class SendSummary:
 
     def count(self, status: DeliveryStatus) -> int:
         return self.counts.get(status, 0)
+
+    @property
+    def progress(self) -> Progress | None:
+        """A send under way: how much is done, its pace and the time left; None for any other."""
+        if self.status != SendStatus.SENDING or self.at is None:
+            return None
+        untried = self.count(DeliveryStatus.PENDING)
+        done = self.recipients - untried - self.count(DeliveryStatus.DEFERRED)
+        window = RATE_WINDOW.total_seconds()
+        if self.started_at is not None:
+            window = min(window, max((self.at - self.started_at).total_seconds(), 1.0))
+        return Progress(done, self.recipients, self.recent * 60 / window, untried)
 
 
 @dataclass(frozen=True)
@@ -97,21 +132,28 @@ def queue(conn: Connection, slug: str, subject: str, html: str, text: str, at: d
     ).inserted_primary_key[0])  # type: ignore[index]
 
 
-def summaries(conn: Connection, send_id: int | None = None) -> list[SendSummary]:
-    query = select(sends.c.id, sends.c.issue_slug, sends.c.subject, sends.c.status, sends.c.scheduled_at, sends.c.note)
+def summaries(conn: Connection, send_id: int | None = None, now: dt.datetime | None = None) -> list[SendSummary]:
+    """Every send (or just `send_id`) with its deliveries counted by outcome, and the progress of those under way."""
+    now = now or utcnow()
+    query = select(sends.c.id, sends.c.issue_slug, sends.c.subject, sends.c.status, sends.c.scheduled_at, sends.c.note,
+                   sends.c.started_at)
     if send_id is not None:
         query = query.where(sends.c.id == send_id)
     found = {
-        row.id: SendSummary(row.id, row.issue_slug, row.subject, row.status, row.scheduled_at, row.note)
+        row.id: SendSummary(row.id, row.issue_slug, row.subject, row.status, row.scheduled_at, row.note,
+                            started_at=row.started_at, at=now)
         for row in conn.execute(query.order_by(sends.c.id))
     }
-    counts = select(deliveries.c.send_id, deliveries.c.status, func.count().label("number")).group_by(
+    # One pass over the deliveries counts outcomes and the recent pace alike.
+    counts = select(deliveries.c.send_id, deliveries.c.status, func.count().label("number"),
+                    func.count().filter(deliveries.c.sent_at >= now - RATE_WINDOW).label("recent")).group_by(
         deliveries.c.send_id, deliveries.c.status)
     if send_id is not None:
         counts = counts.where(deliveries.c.send_id == send_id)
     for row in conn.execute(counts):
         if row.send_id in found:
             found[row.send_id].counts[row.status] = int(row.number)
+            found[row.send_id].recent += int(row.recent)
     return list(found.values())
 
 
@@ -197,10 +239,13 @@ def resolve(conn: Connection, send_id: int, *, resend: bool = False, mark_sent: 
     return f"{count} delivery(ies) will be sent again at the scheduler's next run"
 
 
+OPEN_BATCH = (select(batches.c.id).where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_FLIGHT)),
+                                         batches.c.send_id == bindparam("send_id")).limit(1))  # built once: asked after every batch
+
+
 def finish_if_complete(conn: Connection, send_id: int) -> bool:
     """Mark the send sent when every batch is done; never before."""
-    open_batches = conn.execute(select(func.count()).where(batches.c.send_id == send_id, batches.c.status != BatchStatus.DONE)).scalar()
-    if open_batches:
+    if conn.execute(OPEN_BATCH, {"send_id": send_id}).first() is not None:
         return False
     result = conn.execute(update(sends).where(sends.c.id == send_id, sends.c.status == SendStatus.SENDING)
                           .values(status=SendStatus.SENT, finished_at=utcnow()))
