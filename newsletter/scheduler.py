@@ -238,9 +238,16 @@ class Scheduler:
 
     # -- the steps ------------------------------------------------------------
     def _recover(self, report: RunReport) -> None:
+        booted = booted_at() if self.store.dialect == "sqlite" else None
+        with self.store.read() as conn:
+            stuck = ops.stuck(conn, self.id, utcnow())
+        for batch in stuck:
+            with self.store.begin() as conn:
+                line = ops.recover(conn, batch, utcnow(), IDEMPOTENT, SETTLES_EACH, booted)
+            if line:
+                report.in_doubt.append(line)
         with self.store.begin() as conn:
-            booted = booted_at() if self.store.dialect == "sqlite" else None
-            report.in_doubt.extend(ops.recover(conn, self.id, utcnow(), IDEMPOTENT, SETTLES_EACH, booted))
+            ops.forget_expired(conn, utcnow())
 
     def _hold_if_overdue(self, conn: Connection, send: Row[Any], now: dt.datetime, since: dt.datetime,
                          report: RunReport) -> bool:

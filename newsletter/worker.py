@@ -11,12 +11,13 @@ released meanwhile).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .errors import NewsletterError
 from .messages import Issue, Recipient
@@ -29,6 +30,11 @@ from .tokens import unsubscribe_url
 
 if TYPE_CHECKING:
     from .scheduler import RunReport, Scheduler
+
+
+T = TypeVar("T")
+TRANSIENT = {"40P01", "40001"}  # PostgreSQL broke a deadlock, or a serialisation conflict: try again
+TRANSIENT_TRIES = 5
 
 
 class StoreLost(NewsletterError):
@@ -100,24 +106,33 @@ class Worker:
         self._level = ""
 
     # -- its connection --------------------------------------------------------
-    @contextlib.contextmanager
-    def transaction(self, durable: bool = True) -> Iterator[Connection]:
-        """A write transaction on this worker's own connection, kept open for the run.
+    def write(self, work: Callable[[Connection], T], durable: bool = True) -> T:
+        """`work(conn)` in one write transaction on this worker's own connection, kept
+        open for the run; tried again when PostgreSQL broke a deadlock or a
+        serialisation conflict (every piece of work here is a compare-and-set,
+        safe to repeat). StoreLost for anything else the database says.
 
-        On SQLite a transaction that is not `durable` commits without an fsync
+        On SQLite work that is not `durable` commits without an fsync
         (synchronous=NORMAL in WAL mode): durable against a crash or kill -9 of
         this process, not against a power cut, after which `recover` holds the
         whole unsettled rest of a claimed batch in doubt. Only outcomes and
         finishing a batch are written so; a claim is always synced, so a power
         cut never loses the claim of a batch whose messages went out."""
-        if self._conn is None:
-            self._conn = for_writing(self.store.engine.connect())
-        self._synchronous("NORMAL" if not durable else "FULL")
-        try:
-            with self._conn.begin():
-                yield self._conn
-        except SQLAlchemyError as exc:
-            raise lost_store(exc) from None
+        for attempt in range(TRANSIENT_TRIES):
+            try:
+                if self._conn is None:
+                    self._conn = for_writing(self.store.engine.connect())
+                self._synchronous("NORMAL" if not durable else "FULL")
+                with self._conn.begin():
+                    return work(self._conn)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) in TRANSIENT and attempt + 1 < TRANSIENT_TRIES:
+                    time.sleep(random.uniform(0, 0.02 * 2**attempt))
+                    continue
+                raise lost_store(exc) from None
+            except SQLAlchemyError as exc:
+                raise lost_store(exc) from None
+        raise AssertionError("unreachable")
 
     def _synchronous(self, level: str) -> None:
         # Outside any transaction, on the driver's own connection: SQLite refuses it inside one.
@@ -151,19 +166,21 @@ class Worker:
 
     def record(self, outcomes: list[Outcome]) -> list[DeliveryStatus]:
         """Outcomes committed before the provider puts the next message on the wire."""
-        with self.transaction(durable=False) as conn:
-            return ops.settle(conn, outcomes, utcnow(), self.scheduler.retry)
+        return self.write(lambda conn: ops.settle(conn, outcomes, utcnow(), self.scheduler.retry), durable=False)
 
     def claim(self) -> Claimed | None:
         """Take one due batch, with its recipients, or None when there is none."""
         scheduler = self.scheduler
+
+        def take(conn: Connection) -> Claimed | None | bool:
+            got = ops.claim(conn, scheduler.id, self.provider.name, utcnow(), self.store.dialect == "postgresql")
+            if isinstance(got, Claimed):
+                scheduler.load_issue(conn, got.batch.send_id)
+            return got
+
         while True:
-            with self.transaction() as conn:
-                got = ops.claim(conn, scheduler.id, self.provider.name, utcnow(), self.store.dialect == "postgresql")
-                if got is False:
-                    continue  # another worker or scheduler took it first
-                if isinstance(got, Claimed):
-                    scheduler.load_issue(conn, got.batch.send_id)
+            got = self.write(take)
+            if got is not False:  # False: another worker or scheduler took it first
                 return got or None
 
     def _recipients(self, claimed: Claimed, issue: Issue) -> list[Recipient]:
@@ -224,13 +241,14 @@ class Worker:
         batch = claimed.batch
         note = (f"held after an unexpected error in batch {batch.number}: {error}; once it is fixed, "
                 f"`newsletter resolve {batch.send_id} --send-late` goes on")[:500]
-        with self.transaction() as conn:
+        def hold(conn: Connection) -> None:
             send = conn.execute(sends.select().where(sends.c.id == batch.send_id)).one()
             if send.status == SendStatus.SENDING:
                 ops.hold(conn, send, note)
+
+        self.write(hold)
         self.report.note("errors", f"send #{batch.send_id}: {note}")
 
     def finish(self, claimed: Claimed) -> None:
-        with self.transaction(durable=False) as conn:
-            if ops.finish(conn, self.scheduler.id, claimed.batch, utcnow()):
-                self.report.add("batches", 1)
+        if self.write(lambda conn: ops.finish(conn, self.scheduler.id, claimed.batch, utcnow()), durable=False):
+            self.report.add("batches", 1)

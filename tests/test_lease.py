@@ -372,3 +372,53 @@ def test_after_a_power_cut_the_unrecorded_rest_of_a_batch_is_in_doubt_not_sent_a
     assert counts["in_doubt"] == (7 if power_cut else 1), counts
     assert len(sent) == len(set(sent)), "nobody twice"
     assert counts["sent"] == len(sent) and counts["pending"] == 0, "everyone else got theirs, recorded"
+
+
+def test_recovery_while_the_late_schedulers_workers_still_finish_neither_deadlocks_nor_doubles(
+        newsletter_with_list: Settings, store: Store) -> None:
+    """Four workers of a scheduler whose lease ran out finish their batches while another recovers them."""
+    import dataclasses
+    import threading
+
+    from sqlalchemy import update
+
+    from newsletter.providers import Outcomes
+    from newsletter.scheduler import Scheduler
+    from newsletter.store.schema import DeliveryStatus, schedulers
+
+    settings = dataclasses.replace(newsletter_with_list, batch_size=10, lease_seconds=LEASE, concurrency=4)
+    everyone = readers(store, 24)
+    assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
+    seen: list[str] = []
+    lock = threading.Lock()
+    expired = threading.Event()
+    second = Scheduler(store, settings, None, "secret")  # type: ignore[arg-type]  (recovers only)
+
+    class Late:
+        name = "smtp"
+
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+            for n, recipient in enumerate(recipients):
+                with lock:
+                    if n == 2 and not expired.is_set():
+                        expired.set()
+                        with store.begin() as conn:  # the lease runs out: the others are mid-batch
+                            conn.execute(update(schedulers).where(schedulers.c.id == first.id).values(lease_until=utcnow()))
+                        first._lease_ok_until = 0.0
+                        second._register()
+                        second._recover(second.report)  # meanwhile the other workers settle and finish
+                        second._unregister()
+                if not outcomes.may_send():
+                    return {}
+                seen.append(recipient.email)
+                outcomes.settle(recipient, DeliveryStatus.SENT)
+            return {}
+
+    first = Scheduler(store, settings, Late(), "secret")
+    report = first.run_once()  # no StoreLost: a deadlock, if PostgreSQL found one, was tried again
+    assert report.lease_lost
+    Scheduler(store, dataclasses.replace(settings, concurrency=1), Late(), "secret").run_once()
+    detail = json.loads(run("sends", "1", "--json").output)
+    doubtful = {m["email"] for m in detail["missed"] if m["outcome"] == "in_doubt"}
+    assert set(Counter(seen).values()) == {1}, "nobody twice"
+    assert set(seen) | doubtful == everyone and detail["counts"]["pending"] == 0

@@ -99,6 +99,7 @@ def test_a_send_watched_while_the_scheduler_sends_it(store_settings: Settings, s
     monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
     monkeypatch.setenv("NEWSLETTER_SENDGRID_HOST", server.host)
     monkeypatch.setenv("NEWSLETTER_BATCH_SIZE", "10")
+    monkeypatch.setenv("NEWSLETTER_CONCURRENCY", "1")  # one request at a time: slow enough to watch
     try:
         assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
         # The scheduler in a process of its own, as on another machine; `sends` here sees only the database.

@@ -90,36 +90,46 @@ def _batch(batch: Any) -> dict[str, Any]:
             "claimed_at": batch.claimed_at}
 
 
-def recover(conn: Connection, scheduler_id: str, now: dt.datetime, idempotent: dict[str, bool],
-            settles_each: dict[str, bool], booted_at: dt.datetime | None = None) -> list[str]:
-    """Batches in flight under a lease that ran out: what may have gone out is in doubt, the rest claimable.
-    Returns one line per batch recovered (no addresses).
+def stuck(conn: Connection, scheduler_id: str, now: dt.datetime) -> Sequence[Row[Any]]:
+    """Batches in flight under a lease that ran out (another scheduler's, never ours)."""
+    live = select(schedulers.c.id).where(schedulers.c.lease_until > now)
+    return conn.execute(select(batches).where(batches.c.status == BatchStatus.IN_FLIGHT, batches.c.claimed_by != scheduler_id,
+                                              batches.c.claimed_by.not_in(live)).order_by(batches.c.id)).all()
+
+
+def recover(conn: Connection, batch: Row[Any], now: dt.datetime, idempotent: dict[str, bool],
+            settles_each: dict[str, bool], booted_at: dt.datetime | None = None) -> str | None:
+    """One stuck batch: what may have gone out is in doubt, the rest claimable. Returns a
+    line for the editor when something is in doubt (no addresses). One transaction per
+    batch, taking the batch's row before the send's, as finishing a batch does: a
+    scheduler still finishing its batches (it woke after its lease ran out) never
+    deadlocks with the one recovering them.
 
     `booted_at`, on SQLite, is when this machine last started: a batch claimed
     before it may have lost its newest outcomes with the power (they are
     committed without an fsync), so every unsettled delivery of it is in doubt."""
-    live = select(schedulers.c.id).where(schedulers.c.lease_until > now)
-    stuck = conn.execute(select(batches).where(batches.c.status == BatchStatus.IN_FLIGHT, batches.c.claimed_by != scheduler_id,
-                                               batches.c.claimed_by.not_in(live))).all()
-    lines = []
-    for batch in stuck:
-        guard = and_(batches.c.id == batch.id, batches.c.status == BatchStatus.IN_FLIGHT, batches.c.claimed_by == batch.claimed_by)
-        provider = batch.provider or ""
-        error = f"the lease of scheduler {batch.claimed_by} ran out while this was with {provider}; it may have been delivered"
-        doubtful: Sequence[int] = []
-        if not idempotent.get(provider, False):
-            tried = select(deliveries.c.id).where(TRIED_IN_CLAIM).order_by(deliveries.c.id)
-            # One by one, each settled before the next: only the first unsettled can have been on the wire.
-            one_at_most = settles_each.get(provider, False) and not (booted_at and batch.claimed_at < booted_at)
-            doubtful = conn.execute(tried.limit(1) if one_at_most else tried, _batch(batch)).scalars().all()
-        if not conn.execute(update(batches).where(guard).values(status=BatchStatus.PENDING, claimed_by=None)).rowcount:
-            continue
-        if doubtful:
-            conn.execute(update(deliveries).where(deliveries.c.id.in_(doubtful)).values(status=DeliveryStatus.IN_DOUBT, error=error))
-            lines.append(f"send #{batch.send_id} batch {batch.number}: {len(doubtful)} delivery(ies) in doubt; {error}")
-        close_batch(conn, batch, now)
+    guard = and_(batches.c.id == batch.id, batches.c.status == BatchStatus.IN_FLIGHT, batches.c.claimed_by == batch.claimed_by)
+    if not conn.execute(update(batches).where(guard).values(status=BatchStatus.PENDING, claimed_by=None)).rowcount:
+        return None  # finished, or recovered by another scheduler, meanwhile
+    provider = batch.provider or ""
+    error = f"the lease of scheduler {batch.claimed_by} ran out while this was with {provider}; it may have been delivered"
+    doubtful: Sequence[int] = []
+    if not idempotent.get(provider, False):
+        tried = select(deliveries.c.id).where(TRIED_IN_CLAIM).order_by(deliveries.c.id)
+        # One by one, each settled before the next: only the first unsettled can have been on the wire.
+        one_at_most = settles_each.get(provider, False) and not (booted_at and batch.claimed_at < booted_at)
+        doubtful = conn.execute(tried.limit(1) if one_at_most else tried, _batch(batch)).scalars().all()
+    line = None
+    if doubtful:
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(doubtful)).values(status=DeliveryStatus.IN_DOUBT, error=error))
+        line = f"send #{batch.send_id} batch {batch.number}: {len(doubtful)} delivery(ies) in doubt; {error}"
+    close_batch(conn, batch, now)
+    return line
+
+
+def forget_expired(conn: Connection, now: dt.datetime) -> None:
+    """The rows of schedulers whose lease ran out, once their batches are recovered."""
     conn.execute(delete(schedulers).where(schedulers.c.lease_until <= now))
-    return lines
 
 
 # -- freezing and claiming ---------------------------------------------------
