@@ -72,7 +72,7 @@ def preview_output(settings: Settings) -> Path:
     return settings.data_path / "preview"
 
 
-def _read_manifest(out: Path) -> dict[str, dict]:
+def _read_manifest(out: Path) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -186,7 +186,7 @@ def build(
 
     todo: list[Essay] = []
     keys: dict[str, str] = {}
-    new_manifest: dict[str, dict] = {}
+    new_manifest: dict[str, dict[str, Any]] = {}
     for essay in essays:
         keys[essay.slug] = _build_key(essay, templates, settings)
         recorded = manifest.get(essay.slug)

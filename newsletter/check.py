@@ -141,8 +141,8 @@ def check_issue(settings: Settings, essay: Essay, output: Path) -> list[Problem]
         error("the text part has no unsubscribe link; keep {{ unsubscribe_url }} in email.txt.j2")
 
     published = published_files(output)
-    content = doc.find_class("content")
-    images = [img for node in content for img in node.iter("img")] if content else list(doc.iter("img"))
+    columns = [node for node in doc.iter() if "content" in (node.get("class") or "").split()]
+    images = [img for node in columns for img in node.iter("img")] if columns else list(doc.iter("img"))
     for number, img in enumerate(images):
         src = img.get("src", "")
         line = sources.images[number] if number < len(sources.images) else None
@@ -171,7 +171,7 @@ def check_issue(settings: Settings, essay: Essay, output: Path) -> list[Problem]
 
     for node in doc.iter("a"):
         has_image_alt = any((img.get("alt") or "").strip() for img in node.iter("img"))
-        if not node.text_content().strip() and not has_image_alt:
+        if not "".join(map(str, node.itertext())).strip() and not has_image_alt:
             warning(f"link to '{node.get('href', '')}' has no text; readers and screen readers cannot tell where it goes",
                     sources.links.get(node.get("href", "")))
 

@@ -126,7 +126,7 @@ def _shared_headers(message: EmailMessage, settings: Settings, issue: Issue) -> 
 def build_message(settings: Settings, issue: Issue, recipient: Recipient) -> EmailMessage:
     """The complete message for one recipient, built afresh with the email package."""
     message = EmailMessage(policy=BODY_POLICY)
-    message["To"] = to_header(recipient.name, recipient.email)  # type: ignore[assignment]
+    message["To"] = to_header(recipient.name, recipient.email)
     message["Date"] = _date()
     message["Message-ID"] = message_id(settings, issue, recipient)
     message["List-Unsubscribe"] = f"<{recipient.unsubscribe_url}>"

@@ -11,6 +11,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from markdown_it.token import Token
@@ -99,29 +100,29 @@ def issue_url(settings: Settings, slug: str) -> str:
     return f"{settings.base_url.rstrip('/')}/{slug}/"
 
 
-_premailer_class = None
+_premailer_class: Any = None
 
 
-def _premailer():
+def _premailer() -> Any:
     """Premailer, remembering its parse of each stylesheet: every issue shares one."""
     global _premailer_class
     if _premailer_class is None:
         from premailer import Premailer  # imported here: it is slow to import and only builds need it
 
-        rules_cache: dict[tuple, object] = {}
-        text_cache: dict[tuple, str] = {}
+        rules_cache: dict[tuple[str, int, bool], Any] = {}
+        text_cache: dict[tuple[int, ...], str] = {}
 
-        class SharedStylesPremailer(Premailer):
-            def _parse_style_rules(self, css_body, ruleset_index):  # noqa: ANN001, ANN202
+        class SharedStylesPremailer(Premailer):  # type: ignore[misc]  # premailer has no type hints
+            def _parse_style_rules(self, css_body: str, ruleset_index: int) -> Any:
                 key = (css_body, ruleset_index, self.strip_important)
                 if key not in rules_cache:
                     rules_cache[key] = super()._parse_style_rules(css_body, ruleset_index)
                 return rules_cache[key]
 
-            def _css_rules_to_string(self, rules):  # noqa: ANN001, ANN202
+            def _css_rules_to_string(self, rules: list[Any]) -> str:
                 key = tuple(id(rule) for rule in rules)  # the rules themselves live in rules_cache
                 if key not in text_cache:
-                    text_cache[key] = super()._css_rules_to_string(rules)
+                    text_cache[key] = str(super()._css_rules_to_string(rules))
                 return text_cache[key]
 
         _premailer_class = SharedStylesPremailer
@@ -130,7 +131,7 @@ def _premailer():
 
 def inline_css(html: str) -> str:
     """Move the <style> rules onto the elements; @media rules stay in a <style> block."""
-    return _premailer()(
+    return str(_premailer()(
         html,
         keep_style_tags=False,
         strip_important=False,
@@ -138,7 +139,7 @@ def inline_css(html: str) -> str:
         disable_validation=True,
         disable_basic_attributes=["height"],  # 'height: auto' must not overwrite an image's height attribute
         cssutils_logging_level=logging.CRITICAL,
-    ).transform(pretty_print=False)
+    ).transform(pretty_print=False))
 
 
 class Renderer:

@@ -206,7 +206,7 @@ def form_started(settings: Settings, seconds_ago: float) -> str:
 
     from newsletter.signup import Signups
 
-    return Signups(settings, None, settings.secret).form_token(time.time() - seconds_ago)  # type: ignore[arg-type]
+    return Signups(settings, None, settings.secret).form_token(time.time() - seconds_ago)
 
 
 ESSAYS = Path(__file__).parent / "essays"

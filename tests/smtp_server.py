@@ -7,6 +7,7 @@ import email.policy
 import socket
 import threading
 import time
+from typing import Any
 
 from aiosmtpd.controller import Controller
 
@@ -82,7 +83,7 @@ class SmtpServer:
 
         self.recorder = Recorder()
         self.port = free_port()
-        extra = {}
+        extra: dict[str, Any] = {}
         if tls_context is not None:
             extra.update(tls_context=tls_context, require_starttls=True)
         if login is not None:

@@ -81,7 +81,7 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_status_name_attribute_and_or
         "dev@example.com": "complained", "never@example.com": "unsubscribed", "eve@example.com": "unsubscribed",
     }
     with third.engine.connect() as conn:
-        history = ops.history(conn, ops.find(conn, "cath@example.net").id)  # type: ignore[union-attr]
+        history = ops.history(conn, ops.find(conn, "cath@example.net").id)
     assert [(h.status, h.source) for h in history] == [("bounced", "SendGrid bounce event ev-1")]
     for store in (first, second, third):
         store.dispose()

@@ -219,9 +219,8 @@ def test_hostile_names_and_addresses_get_one_copy_each_or_fail_alone(store_setti
 
 def test_a_message_that_cannot_be_built_fails_that_recipient_alone_in_the_outbox(newsletter_with_list: Settings, store: Store,
                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.messages import personal_copy as real
     from newsletter.providers import outbox
-
-    real = outbox.personal_copy
 
     def build(settings, issue, recipient, utf8=False):  # noqa: ANN001, ANN202
         if recipient.email.startswith("ada."):

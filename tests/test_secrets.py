@@ -53,7 +53,7 @@ def links_in_the_outbox(settings: Settings) -> dict[str, str]:
 
 def status_of(store: Store, address: str) -> str:
     with store.engine.connect() as conn:
-        return ops.find(conn, address).status  # type: ignore[union-attr]
+        return ops.find(conn, address).status
 
 
 def test_a_link_from_a_real_eml_survives_rotation_only_while_the_old_secret_is_a_fallback(

@@ -69,8 +69,8 @@ def subscriber_rows(store: Store) -> int:
 
 
 def confirm_link(message: EmailMessage) -> str:
-    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    return re.search(r"https?://\S+/confirm\?token=\S+", text).group(0)  # type: ignore[union-attr]
+    text = message.get_body(("plain",)).get_content()
+    return re.search(r"https?://\S+/confirm\?token=\S+", text).group(0)
 
 
 def local(url: str) -> str:

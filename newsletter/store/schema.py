@@ -19,20 +19,21 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from ..statuses import (  # noqa: F401  re-exported: the schema's columns hold these
-    SubscriberStatus,
-    ACTIVE,
-    PENDING,
-    UNSUBSCRIBED,
-    BOUNCED,
-    COMPLAINED,
-    STATUSES,
-    SUPPRESSED,
-    SendStatus,
-    BatchStatus,
-    DeliveryStatus,
-    UNSETTLED,
-    NEEDS_EDITOR,
+# Re-exported (`X as X`): the schema's columns hold these, and the store's modules import them from here.
+from ..statuses import (
+    SubscriberStatus as SubscriberStatus,
+    ACTIVE as ACTIVE,
+    PENDING as PENDING,
+    UNSUBSCRIBED as UNSUBSCRIBED,
+    BOUNCED as BOUNCED,
+    COMPLAINED as COMPLAINED,
+    STATUSES as STATUSES,
+    SUPPRESSED as SUPPRESSED,
+    SendStatus as SendStatus,
+    BatchStatus as BatchStatus,
+    DeliveryStatus as DeliveryStatus,
+    UNSETTLED as UNSETTLED,
+    NEEDS_EDITOR as NEEDS_EDITOR,
 )
 
 metadata = MetaData()
