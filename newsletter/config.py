@@ -226,7 +226,7 @@ def _check_sender(value: str, where: str) -> None:
 
     if "\n" in value or "\r" in value or "\0" in value:
         raise ConfigError(f"{where}: 'sender' must be one line")
-    name, address = parseaddr(value)
+    _, address = parseaddr(value)
     if not _ADDRESS.fullmatch(address) or (value.strip() != address and "<" not in value):
         raise ConfigError(
             f"{where}: 'sender' must be an address such as \"Site Name <editor@example.org>\" or editor@example.org, "

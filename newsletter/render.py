@@ -7,6 +7,7 @@ string substitution, never a render.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ RTL_LANGUAGES = frozenset({"ar", "arc", "dv", "fa", "he", "ku", "ps", "sd", "ug"
 
 
 def direction(language: str) -> str:
-    return "rtl" if language.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
+    return "rtl" if language.split("-", 1)[0].lower() in RTL_LANGUAGES else "ltr"
 
 
 @dataclass(frozen=True)
@@ -100,33 +101,28 @@ def issue_url(settings: Settings, slug: str) -> str:
     return f"{settings.base_url.rstrip('/')}/{slug}/"
 
 
-_premailer_class: Any = None
-
-
+@functools.cache
 def _premailer() -> Any:
     """Premailer, remembering its parse of each stylesheet: every issue shares one."""
-    global _premailer_class
-    if _premailer_class is None:
-        from premailer import Premailer  # imported here: it is slow to import and only builds need it
+    from premailer import Premailer  # imported here: it is slow to import and only builds need it
 
-        rules_cache: dict[tuple[str, int, bool], Any] = {}
-        text_cache: dict[tuple[int, ...], str] = {}
+    rules_cache: dict[tuple[str, int, bool], Any] = {}
+    text_cache: dict[tuple[int, ...], str] = {}
 
-        class SharedStylesPremailer(Premailer):  # type: ignore[misc]  # premailer has no type hints
-            def _parse_style_rules(self, css_body: str, ruleset_index: int) -> Any:
-                key = (css_body, ruleset_index, self.strip_important)
-                if key not in rules_cache:
-                    rules_cache[key] = super()._parse_style_rules(css_body, ruleset_index)
-                return rules_cache[key]
+    class SharedStylesPremailer(Premailer):  # type: ignore[misc]  # premailer has no type hints
+        def _parse_style_rules(self, css_body: str, ruleset_index: int) -> Any:
+            key = (css_body, ruleset_index, self.strip_important)
+            if key not in rules_cache:
+                rules_cache[key] = super()._parse_style_rules(css_body, ruleset_index)
+            return rules_cache[key]
 
-            def _css_rules_to_string(self, rules: list[Any]) -> str:
-                key = tuple(id(rule) for rule in rules)  # the rules themselves live in rules_cache
-                if key not in text_cache:
-                    text_cache[key] = str(super()._css_rules_to_string(rules))
-                return text_cache[key]
+        def _css_rules_to_string(self, rules: list[Any]) -> str:
+            key = tuple(id(rule) for rule in rules)  # the rules themselves live in rules_cache
+            if key not in text_cache:
+                text_cache[key] = str(super()._css_rules_to_string(rules))
+            return text_cache[key]
 
-        _premailer_class = SharedStylesPremailer
-    return _premailer_class
+    return SharedStylesPremailer
 
 
 def inline_css(html: str) -> str:

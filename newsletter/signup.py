@@ -201,8 +201,15 @@ class Signups:
             # against the same daily limit, so it cannot be used to flood anyone.
             kind = SignupKind.NOTICE if subscriber.status == ACTIVE else SignupKind.CONFIRM
             signup = requests.record(conn, subscriber.id, kind, form, network, at)
+        if not self._send(subscriber, signup):
+            return Outcome.NOT_SENT
+        log.info("signup from %s: %s to address %s", network, kind, self.digest(email))
+        return Outcome.CONFIRMATION_SENT if kind == SignupKind.CONFIRM else Outcome.NOTICE_SENT
+
+    def _send(self, subscriber: ops.Subscriber, signup: requests.Signup) -> bool:
+        """Send the signup's email (a confirmation, or a notice to an active address); False, logged, if it failed."""
         try:
-            if kind == SignupKind.CONFIRM:
+            if signup.kind == SignupKind.CONFIRM:
                 deliver(self.settings, *self._confirmation_email(subscriber, signup))
             else:
                 deliver(self.settings, *self._notice_email(subscriber))
@@ -212,10 +219,9 @@ class Signups:
             if isinstance(exc, DeliveryFailed):  # surely not sent: the request counts for nothing
                 with self.store.begin() as conn:
                     requests.forget(conn, signup.id)
-            log.error("signup email to address %s not sent: %s", self.digest(email), exc.__class__.__name__)
-            return Outcome.NOT_SENT
-        log.info("signup from %s: %s to address %s", network, kind, self.digest(email))
-        return Outcome.CONFIRMATION_SENT if kind == SignupKind.CONFIRM else Outcome.NOTICE_SENT
+            log.error("signup email to address %s not sent: %s", self.digest(subscriber.email), exc.__class__.__name__)
+            return False
+        return True
 
     def _refused(self, outcome: Outcome, post: Post, network: str) -> Outcome:
         log.warning("signup %s (address %s, network %s)", outcome, self.digest(post.email), network)

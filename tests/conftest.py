@@ -157,7 +157,7 @@ def statuses_in(store: Store) -> dict[str, str]:
         return {s.email: s.status for s in ops.iter_subscribers(conn)}
 
 
-def sendgrid_signed(key, body: bytes) -> dict[str, str]:  # noqa: ANN001 - an ec.EllipticCurvePrivateKey
+def sendgrid_signed(key, body: bytes) -> dict[str, str]:  # an ec.EllipticCurvePrivateKey
     """Headers that sign `body` for SendGrid's Event Webhook with `key`, as SendGrid does."""
     import base64
     import time
@@ -171,7 +171,7 @@ def sendgrid_signed(key, body: bytes) -> dict[str, str]:  # noqa: ANN001 - an ec
             "X-Twilio-Email-Event-Webhook-Timestamp": stamp, "Content-Type": "application/json"}
 
 
-def sendgrid_public_key(key) -> str:  # noqa: ANN001
+def sendgrid_public_key(key) -> str:
     """The key as SendGrid shows it in its settings: base64 of the DER public key."""
     import base64
 

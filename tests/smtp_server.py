@@ -33,7 +33,7 @@ class Recorder:
         self.drop_data: set[str] = set()
         self.rcpt_answers: list[tuple[str, str]] = []
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
             if address in self.refuse_rcpt:
                 answer = self.refuse_rcpt[address]
@@ -46,7 +46,7 @@ class Recorder:
             self.rcpt_answers.append((address, answer))
         return answer
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+    async def handle_DATA(self, server, session, envelope):
         if self.delay:
             time.sleep(self.delay)  # block the loop on purpose: a slow server
         for address in envelope.rcpt_tos:
@@ -78,7 +78,7 @@ def free_port() -> int:
 class SmtpServer:
     """Plain by default; with `tls_context` and `login` it insists on STARTTLS, then AUTH."""
 
-    def __init__(self, tls_context=None, login: tuple[str, str] | None = None, smtputf8: bool = False) -> None:  # noqa: ANN001
+    def __init__(self, tls_context=None, login: tuple[str, str] | None = None, smtputf8: bool = False) -> None:
         from aiosmtpd.smtp import AuthResult
 
         self.recorder = Recorder()
@@ -87,7 +87,7 @@ class SmtpServer:
         if tls_context is not None:
             extra.update(tls_context=tls_context, require_starttls=True)
         if login is not None:
-            def authenticate(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+            def authenticate(server, session, envelope, mechanism, auth_data):
                 given = (auth_data.login.decode(), auth_data.password.decode())
                 return AuthResult(success=given == login, auth_data=auth_data)
 

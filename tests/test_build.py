@@ -64,8 +64,8 @@ def test_every_sentence_of_the_source_essays_is_kept_and_no_debris(built: Settin
     published = " ".join(
         text_part_prose((d / "email.txt").read_text(encoding="utf-8")) for d in issue_dirs(built)
     )
-    for line in source.splitlines():
-        line = fold(re.sub(r"^\d+\. ", "", line.strip()))
+    for raw in source.splitlines():
+        line = fold(re.sub(r"^\d+\. ", "", raw.strip()))
         if not line or line in DEBRIS:
             continue
         # The source breaks one paragraph over two lines; each half must still be there.

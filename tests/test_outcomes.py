@@ -23,7 +23,7 @@ from .smtp_server import SmtpServer
 NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
@@ -222,7 +222,7 @@ def test_a_message_that_cannot_be_built_fails_that_recipient_alone_in_the_outbox
     from newsletter.messages import personal_copy as real
     from newsletter.providers import outbox
 
-    def build(settings, issue, recipient, utf8=False):  # noqa: ANN001, ANN202
+    def build(settings, issue, recipient, utf8=False):
         if recipient.email.startswith("ada."):
             raise ValueError("cannot build this one")
         return real(settings, issue, recipient, utf8)
@@ -244,7 +244,7 @@ def test_an_unexpected_error_holds_that_send_and_the_next_goes_out(newsletter_wi
 
     real = OutboxProvider.send
 
-    def broken_for_send_1(self, issue, recipients, outcomes):  # noqa: ANN001, ANN202
+    def broken_for_send_1(self, issue, recipients, outcomes):
         if issue.send_id == 1:
             raise RuntimeError("a bug")
         return real(self, issue, recipients, outcomes)

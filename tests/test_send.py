@@ -29,11 +29,11 @@ NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
 SECRET = "test-secret-for-signing-links"
 
 
-def run(*args: str, input: str | None = None):  # noqa: ANN201
+def run(*args: str, input: str | None = None):
     return CliRunner().invoke(cli, list(args), input=input)
 
 
-def queue_now(issue: str = NEWEST, *extra: str):  # noqa: ANN201
+def queue_now(issue: str = NEWEST, *extra: str):
     result = run("queue", issue, "--at", "now", "--yes", *extra)
     assert result.exit_code == 0, result.output
     return result
@@ -61,7 +61,7 @@ def add_readers(store: Store, count: int, start: int = 0) -> None:
         ])
 
 
-def scheduler_for(settings: Settings, store: Store, provider=None) -> Scheduler:  # noqa: ANN001
+def scheduler_for(settings: Settings, store: Store, provider=None) -> Scheduler:
     return Scheduler(store, settings, provider or get_provider(settings), SECRET)
 
 
@@ -308,7 +308,7 @@ def test_the_sample_list_and_issue_in_the_repo_are_what_the_demo_sends(project: 
 
 
 def test_smtp_upgrades_to_starttls_when_offered_and_logs_in(newsletter_with_list: Settings, store: Store, tmp_path: Path,
-                                                             monkeypatch) -> None:  # noqa: ANN001
+                                                             monkeypatch) -> None:
     from .certificates import server_tls
     from .smtp_server import SmtpServer
 
@@ -328,7 +328,7 @@ def test_smtp_upgrades_to_starttls_when_offered_and_logs_in(newsletter_with_list
 
 
 def test_smtp_refuses_a_server_whose_certificate_it_cannot_trust(newsletter_with_list: Settings, store: Store,
-                                                                 tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+                                                                 tmp_path: Path, monkeypatch) -> None:
     from newsletter.providers.smtp import SmtpProvider
 
     from .certificates import server_tls

@@ -20,7 +20,7 @@ from .test_send import active_emails, add_readers, queue_now, run
 
 
 @pytest.fixture
-def sendgrid_env(newsletter_with_list: Settings, sendgrid_server, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def sendgrid_env(newsletter_with_list: Settings, sendgrid_server, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("NEWSLETTER_PROVIDER", "sendgrid")
     monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
     monkeypatch.setenv("NEWSLETTER_SENDGRID_HOST", sendgrid_server.host)

@@ -19,22 +19,48 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-# Re-exported (`X as X`): the schema's columns hold these, and the store's modules import them from here.
 from ..statuses import (
-    SubscriberStatus as SubscriberStatus,
-    ACTIVE as ACTIVE,
-    PENDING as PENDING,
-    UNSUBSCRIBED as UNSUBSCRIBED,
-    BOUNCED as BOUNCED,
-    COMPLAINED as COMPLAINED,
-    STATUSES as STATUSES,
-    SUPPRESSED as SUPPRESSED,
-    SendStatus as SendStatus,
-    BatchStatus as BatchStatus,
-    DeliveryStatus as DeliveryStatus,
-    UNSETTLED as UNSETTLED,
-    NEEDS_EDITOR as NEEDS_EDITOR,
+    SubscriberStatus,
+    ACTIVE,
+    PENDING,
+    UNSUBSCRIBED,
+    BOUNCED,
+    COMPLAINED,
+    STATUSES,
+    SUPPRESSED,
+    SendStatus,
+    BatchStatus,
+    DeliveryStatus,
+    UNSETTLED,
+    NEEDS_EDITOR,
 )
+
+# The statuses are re-exported: the schema's columns hold them, and the store imports them from here.
+__all__ = [
+    "ACTIVE",
+    "BOUNCED",
+    "COMPLAINED",
+    "NEEDS_EDITOR",
+    "PENDING",
+    "STATUSES",
+    "SUPPRESSED",
+    "UNSETTLED",
+    "UNSUBSCRIBED",
+    "BatchStatus",
+    "DeliveryStatus",
+    "SendStatus",
+    "SubscriberStatus",
+    "batches",
+    "deliveries",
+    "metadata",
+    "schedulers",
+    "sends",
+    "signups",
+    "subscriber_events",
+    "subscribers",
+    "utcnow",
+    "webhook_events",
+]
 
 metadata = MetaData()
 
