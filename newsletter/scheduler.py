@@ -41,6 +41,9 @@ accepted and only the editor may send it again.
    out: with a per-message provider, its first unsettled delivery is in doubt
    and the rest are claimable; with SendGrid every unsettled one is in doubt;
    with the outbox (idempotent: a file per delivery) all go back to pending.
+   On SQLite, outcomes are committed without an fsync (durable against a
+   crash or kill -9, not a power cut), so a batch claimed before the machine
+   last started has every unsettled delivery in doubt.
 Nothing in doubt is sent again without the editor (`newsletter resolve SEND
 --resend | --mark-sent`); failed ones only with `--retry-failed`. A send is
 sent when every batch is done. An unexpected error in one send holds that
@@ -61,19 +64,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Row
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Settings
 from .errors import NewsletterError
 from .messages import Issue, Recipient, send_key
 from .providers import IDEMPOTENT, SETTLES_EACH, DeliveryFailed, OutcomeUnknown, Provider
 from .store import Store
+from .store.db import describe_failure, for_writing
 from .store import deliveries as ops
 from .store.deliveries import Claimed, Outcome, Retry
 from .store.schema import DeliveryStatus, SendStatus, sends, utcnow
 from .tokens import Signer, unsubscribe_url
 
 MAX_BATCH = 1000  # SendGrid's limit per request; no provider gets more at once
+
+
+def booted_at() -> dt.datetime | None:
+    """When this machine last started (Linux's /proc/stat), naive UTC like every stored time; None if unknown."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            for line in stat:
+                if line.startswith("btime "):
+                    return dt.datetime.fromtimestamp(int(line.split()[1]), dt.UTC).replace(tzinfo=None)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 class StoreLost(NewsletterError):
@@ -171,6 +187,7 @@ class Scheduler:
         self._lease_ok_until = 0.0  # time.monotonic() until which the lease is surely ours
         self._lost = False
         self._total = 0
+        self._recording: Connection | None = None
 
     # -- the lease ----------------------------------------------------------
     def _renewed(self, started: float) -> None:
@@ -232,27 +249,44 @@ class Scheduler:
 
     # -- recording ------------------------------------------------------------
     def _lost_store(self, exc: Exception) -> StoreLost:
-        # The driver's own words, never the statement or its parameters (they hold addresses).
-        orig = exc.orig if isinstance(exc, DBAPIError) else exc
-        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-        return StoreLost(f"lost the database while sending ({type(orig).__name__}: {first}); what was recorded stands: "
+        return StoreLost(f"lost the database while sending ({describe_failure(exc)}); what was recorded stands: "
                          "run the scheduler again when it is back, and check `newsletter sends` for anything in doubt")
 
     def _record(self, outcomes: list[Outcome]) -> list[DeliveryStatus]:
-        """Outcomes made durable, with the lease renewed in the same transaction."""
-        started = time.monotonic()
-        now = utcnow()
+        """Outcomes committed before the provider puts the next message on the wire."""
         try:
-            with self._lease_lock, self.store.begin() as conn:
-                recorded = ops.settle(conn, outcomes, now, self.retry)
-                if not self._lost:
-                    if ops.renew(conn, self.id, now, self.lease):
-                        self._renewed(started)
-                    else:
-                        self._lost = True
+            conn = self._recorder()
+            with conn.begin():
+                return ops.settle(conn, outcomes, utcnow(), self.retry)
         except SQLAlchemyError as exc:
             raise self._lost_store(exc) from None
-        return recorded
+
+    def _recorder(self) -> Connection:
+        """The one connection outcomes are recorded on, kept open for the run (a commit per
+        message is most of a message's cost). On SQLite its commits skip the fsync
+        (synchronous=NORMAL in WAL mode): durable against a crash or kill -9 of this
+        process, not against a power cut, after which `recover` holds the whole
+        unsettled rest of a claimed batch in doubt (see store.deliveries.recover)."""
+        if self._recording is None:
+            conn = for_writing(self.store.engine.connect())
+            self._synchronous(conn, "NORMAL")
+            self._recording = conn
+        return self._recording
+
+    def _close_recorder(self) -> None:
+        conn, self._recording = self._recording, None
+        if conn is None:
+            return
+        try:
+            self._synchronous(conn, "FULL")  # before it goes back to the pool
+            conn.close()
+        except (SQLAlchemyError, OSError, ValueError):
+            conn.invalidate()
+
+    def _synchronous(self, conn: Connection, level: str) -> None:
+        # Outside any transaction, on the driver's own connection: SQLite refuses it inside one.
+        if self.store.dialect == "sqlite":
+            conn.connection.driver_connection.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
 
     def _progress(self, report: RunReport) -> None:
         if self.progress:
@@ -261,7 +295,8 @@ class Scheduler:
     # -- the steps ------------------------------------------------------------
     def _recover(self, report: RunReport) -> None:
         with self.store.begin() as conn:
-            report.in_doubt.extend(ops.recover(conn, self.id, utcnow(), IDEMPOTENT, SETTLES_EACH))
+            booted = booted_at() if self.store.dialect == "sqlite" else None
+            report.in_doubt.extend(ops.recover(conn, self.id, utcnow(), IDEMPOTENT, SETTLES_EACH, booted))
 
     def _hold_if_overdue(self, conn: Connection, send: Row[Any], now: dt.datetime, since: dt.datetime,
                          report: RunReport) -> bool:
@@ -399,6 +434,7 @@ class Scheduler:
         except SQLAlchemyError as exc:
             raise self._lost_store(exc) from None
         finally:
+            self._close_recorder()
             self._unregister()
         touched = set(report.started) | set(self._issues)
         with self.store.engine.connect() as conn:

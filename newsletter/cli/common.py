@@ -23,13 +23,20 @@ PROGRESS_THRESHOLD = 20
 
 
 class Group(click.Group):
-    """Shows a NewsletterError as a one-line message and exit code 1, never a traceback."""
+    """Shows a NewsletterError, or a database that failed, as a one-line message and
+    exit code 1, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except NewsletterError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("sqlalchemy."):  # not imported here: `--help` stays quick
+                from ..store.db import describe_failure
+
+                raise click.ClickException(f"the database failed: {describe_failure(exc)}") from None
+            raise
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,11 +80,12 @@ def open_store(settings: Settings) -> Store:
     from sqlalchemy.exc import OperationalError
 
     from ..store import open_store as open_
+    from ..store.db import describe_failure
 
     try:
         store = open_(settings)
     except OperationalError as exc:
-        raise click.ClickException(f"cannot open the database: {exc.orig}") from None
+        raise click.ClickException(f"cannot open the database: {describe_failure(exc)}") from None
     click.get_current_context().call_on_close(store.dispose)
     return store
 

@@ -19,6 +19,19 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD = "0006"  # the newest migration; tests check it matches migrations/versions
 WRITES = "newsletter_writes"  # execution option: this connection's transactions will write
+BUSY_SECONDS = 30  # how long a SQLite writer waits for another's write lock before it gives up
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A database error in one line: the driver's own words, never the statement or
+    its parameters (they hold addresses)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    first = text.splitlines()[0] if text else ""
+    if "database is locked" in first:
+        return (f"the database stayed locked by another process for {BUSY_SECONDS} s "
+                "(a stopped or stuck scheduler, or a long import?)")
+    return f"{type(orig).__name__}: {first}" if first else type(orig).__name__
 
 
 def for_writing(conn: Connection) -> Connection:
@@ -71,7 +84,7 @@ def create_database_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": BUSY_SECONDS})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
@@ -80,7 +93,7 @@ def create_database_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -61,9 +61,13 @@ def _tried_in_claim(batch: Row[Any]) -> Any:
 
 
 def recover(conn: Connection, scheduler_id: str, now: dt.datetime, idempotent: dict[str, bool],
-            settles_each: dict[str, bool]) -> list[str]:
+            settles_each: dict[str, bool], booted_at: dt.datetime | None = None) -> list[str]:
     """Batches in flight under a lease that ran out: what may have gone out is in doubt, the rest claimable.
-    Returns one line per batch recovered (no addresses)."""
+    Returns one line per batch recovered (no addresses).
+
+    `booted_at`, on SQLite, is when this machine last started: a batch claimed
+    before it may have lost its newest outcomes with the power (they are
+    committed without an fsync), so every unsettled delivery of it is in doubt."""
     live = select(schedulers.c.id).where(schedulers.c.lease_until > now)
     stuck = conn.execute(select(batches).where(batches.c.status == BatchStatus.IN_FLIGHT, batches.c.claimed_by != scheduler_id,
                                                batches.c.claimed_by.not_in(live))).all()
@@ -76,7 +80,8 @@ def recover(conn: Connection, scheduler_id: str, now: dt.datetime, idempotent: d
         if not idempotent.get(provider, False):
             tried = select(deliveries.c.id).where(_tried_in_claim(batch)).order_by(deliveries.c.id)
             # One by one, each settled before the next: only the first unsettled can have been on the wire.
-            doubtful = conn.execute(tried.limit(1) if settles_each.get(provider, False) else tried).scalars().all()
+            one_at_most = settles_each.get(provider, False) and not (booted_at and batch.claimed_at < booted_at)
+            doubtful = conn.execute(tried.limit(1) if one_at_most else tried).scalars().all()
         if not conn.execute(update(batches).where(guard).values(status=BatchStatus.PENDING, claimed_by=None)).rowcount:
             continue
         if doubtful:
