@@ -17,7 +17,7 @@ from newsletter.config import Settings
 from newsletter.store import Store
 from newsletter.store.schema import batches, deliveries, subscribers
 
-from .test_send import active_emails, add_readers, queue_now, run
+from .conftest import active_emails, add_readers, queue_now, run
 
 
 def smtp_env(server) -> dict[str, str]:

@@ -21,7 +21,7 @@ from newsletter.tokens import Signer
 from newsletter.web.public import create_app
 
 from .live_server import LiveServer
-from .test_send import SECRET, queue_now, run
+from .conftest import SECRET, add_readers, queue_now, run
 
 ISSUE = "2017-03-06-happy-families-lets-talk-about-new-labour"
 
@@ -179,8 +179,6 @@ def test_a_malformed_body_is_400(client: TestClient, signing_key) -> None:
 
 
 def test_a_thousand_events_apply_in_one_transaction(client: TestClient, store: Store, signing_key) -> None:
-    from .test_send import add_readers
-
     add_readers(store, 1000)
     events = [{"email": f"reader{n}@example.net", "event": "bounce", "sg_event_id": f"bulk-{n}"} for n in range(1000)]
     body = events_body(*events)

@@ -16,7 +16,7 @@ from newsletter.sends import summaries
 from newsletter.store import Store
 
 from .sendgrid_server import API_KEY, REFERENCE
-from .test_send import active_emails, add_readers, queue_now, run
+from .conftest import active_emails, add_readers, queue_now, run
 
 
 @pytest.fixture
