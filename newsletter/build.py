@@ -31,7 +31,7 @@ from .atomic import write_atomic
 from .config import Settings
 from .errors import NewsletterError
 from .essays import Essay, EssayError, EssayWarning, read_essays
-from .render import RenderedIssue, Renderer, issue_url, templates_digest
+from .render import RenderedIssue, Renderer, templates_digest
 
 if TYPE_CHECKING:
     from .messages import Issue
@@ -261,24 +261,11 @@ def _remove_stale(
 def _write_archive(settings: Settings, out: Path, essays: list[Essay]) -> dict[str, str]:
     """index.html and feed.xml, newest issue first; rewritten only when they change. Returns their digests."""
     renderer = Renderer(settings)
-    newest_first = sorted(essays, key=lambda e: (e.date, e.slug), reverse=True)
-    issues = [
-        {
-            "slug": essay.slug,
-            "title": essay.title,
-            "date": essay.date,
-            "date_text": f"{essay.date.day} {essay.date:%B %Y}",
-            "summary": essay.summary,
-            "url": issue_url(settings, essay.slug),
-            "updated": f"{essay.date.isoformat()}T00:00:00Z",
-            "content": renderer.body(essay).html,
-        }
-        for essay in newest_first
-    ]
-    updated = issues[0]["updated"] if issues else "1970-01-01T00:00:00Z"
+    issues = sorted(essays, key=lambda e: (e.date, e.slug), reverse=True)
+    contents = {essay.slug: renderer.body(essay).html for essay in issues}  # the feed carries each issue whole
     pages = {
         "index.html": renderer.render_page("archive.html.j2", issues=issues).encode("utf-8"),
-        "feed.xml": renderer.render_page("feed.xml.j2", issues=issues, updated=updated).encode("utf-8"),
+        "feed.xml": renderer.render_page("feed.xml.j2", issues=issues, contents=contents).encode("utf-8"),
         # The signup form as a snippet to paste into another site; it posts to base_url.
         "subscribe-form.html": renderer.render_page("subscribe_form.html.j2", form_place="subscribe-form.html").encode("utf-8"),
     }

@@ -100,9 +100,9 @@ class _Sources:
         return None
 
 
-def _published_path(href: str, base_url: str) -> str | None:
+def _published_path(href: str, site_url: str) -> str | None:
     """The file under the output folder an absolute link of ours names, or None if it is not ours."""
-    base = base_url.rstrip("/") + "/"
+    base = site_url + "/"
     url = urldefrag(href)[0].split("?", 1)[0]
     if not (url + "/").startswith(base):
         return None
@@ -178,12 +178,13 @@ class _IssueCheck:
     def links(self, doc: HtmlElement, published: frozenset[str]) -> None:
         ids = {node.get("id") for node in doc.iter() if node.get("id")}
         base_url = self.settings.base_url
+        site_url = self.settings.site_url
         for node in doc.iter("a", "img"):
             href = node.get("href") if node.tag == "a" else node.get("src")
             if not href or href == UNSUBSCRIBE_PLACEHOLDER or href.startswith(("mailto:", "tel:")):
                 continue
             line = self.sources.links.get(href)
-            target = _published_path(href, base_url)
+            target = _published_path(href, site_url)
             if href.startswith("#"):
                 if href[1:] not in ids:
                     self.error(f"link '{href}' points to nothing in the email; fix the anchor", line)
@@ -211,13 +212,13 @@ class _IssueCheck:
             self.warning("the subject is all in capitals, which reads as shouting and as spam; write it in sentence case")
 
 
-def external_links(output: Path, slug: str, base_url: str) -> list[str]:
+def external_links(output: Path, slug: str, site_url: str) -> list[str]:
     """Every link of the issue's HTML part to another site, in order, once each."""
     doc = lxml_html.document_fromstring((output / slug / "email.html").read_text(encoding="utf-8"))
     found: dict[str, None] = {}
     for node in doc.iter("a", "img"):
         href = node.get("href") if node.tag == "a" else node.get("src")
-        if href and urlsplit(href).scheme in ("http", "https") and _published_path(href, base_url) is None:
+        if href and urlsplit(href).scheme in ("http", "https") and _published_path(href, site_url) is None:
             found.setdefault(urldefrag(href)[0])
     return list(found)
 
@@ -310,7 +311,7 @@ def check_issues(
         problems = check_issue(settings, essay, output)
         if checker is not None:
             sources = _Sources(essay)
-            for url in external_links(output, essay.slug, settings.base_url):
+            for url in external_links(output, essay.slug, settings.site_url):
                 outcome = checker.check(url)
                 if outcome is not None:
                     severity, why = outcome

@@ -106,6 +106,11 @@ class Settings:
         return self.root / self.data_dir
 
     @property
+    def site_url(self) -> str:
+        """base_url without a trailing slash: every link of ours is site_url + "/…"."""
+        return self.base_url.rstrip("/")
+
+    @property
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL: the configured one, or a SQLite file in the data folder."""
         if self.database_url:

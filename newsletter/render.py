@@ -7,6 +7,7 @@ string substitution, never a render.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import logging
@@ -68,21 +69,51 @@ def _template_problem(exc: jinja2.TemplateError, folder: Path) -> TemplateProble
 PACKAGED_TEMPLATES = Path(__file__).parent / "templates"
 
 
-def template_environment(folder: Path) -> jinja2.Environment:
-    """The newsletter's own templates/ first, file by file, then the packaged ones.
+def template_environment(settings: Settings) -> jinja2.Environment:
+    """The one template environment of every email and page: the newsletter's own
+    templates/ first, file by file, then the packaged ones.
+
+    What every template may use is set here, once. Globals: site_name, language,
+    base_url (without its trailing slash), archive_url (base_url + "/") and
+    postal_address. Filters: `date | date_text` ("6 March 2017"), `date | feed_time`
+    (Atom's "2017-03-06T00:00:00Z"), `slug | issue_url` (the issue's web page) and
+    `language | direction` ("rtl" or "ltr"). A template is given only what is its own:
+    the essay, the message, the form.
 
     HTML and XML are autoescaped, text is not.
     """
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(folder), str(PACKAGED_TEMPLATES)]),
+        loader=jinja2.FileSystemLoader([str(settings.templates_path), str(PACKAGED_TEMPLATES)]),
         autoescape=lambda name: name is not None and not name.endswith(".txt.j2"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["direction"] = direction  # {{ language | direction }}: "rtl" or "ltr"
+    env.globals.update(
+        site_name=settings.site_name,
+        language=settings.language,
+        base_url=settings.site_url,
+        archive_url=settings.site_url + "/",
+        postal_address=settings.postal_address,  # every footer shows it
+    )
+    env.filters.update(
+        date_text=date_text,
+        feed_time=feed_time,
+        issue_url=lambda slug: issue_url(settings, slug),
+        direction=direction,
+    )
     return env
+
+
+def date_text(day: dt.date) -> str:
+    """A date as readers see it: "6 March 2017"."""
+    return f"{day.day} {day:%B %Y}"
+
+
+def feed_time(day: dt.date) -> str:
+    """A date as an Atom feed gives it: midnight UTC."""
+    return f"{day.isoformat()}T00:00:00Z"
 
 
 def templates_digest(folder: Path) -> str:
@@ -98,7 +129,8 @@ def templates_digest(folder: Path) -> str:
 
 
 def issue_url(settings: Settings, slug: str) -> str:
-    return f"{settings.base_url.rstrip('/')}/{slug}/"
+    """The issue's page on the web."""
+    return f"{settings.site_url}/{slug}/"
 
 
 @functools.cache
@@ -144,27 +176,24 @@ class Renderer:
     def __init__(self, settings: Settings, output: Path | None = None):
         self.settings = settings
         self.output = output  # where images are published; None renders without writing them
-        self.env = template_environment(settings.templates_path)
-        self.env.globals["postal_address"] = settings.postal_address  # every footer shows it
+        self.env = template_environment(settings)
         self.md = markdown()
 
     def body(self, essay: Essay) -> Body:
         """Parse the body once; raises EssayError for an image that cannot be published."""
         env: dict[str, object] = {}
         tokens = self.md.parse(essay.body, env)
-        images, warnings = place_images(essay, tokens, self.settings.base_url)
+        images, warnings = place_images(essay, tokens, self.settings.site_url)
         return Body(tokens, self.md.renderer.render(tokens, self.md.options, env), images, warnings)
 
-    def context(self, essay: Essay) -> dict[str, object]:
+    @staticmethod
+    def context(essay: Essay) -> dict[str, object]:
+        """What an issue's templates get beside the globals: the essay, and the placeholder
+        each personal copy replaces with its reader's unsubscribe link."""
         return {
-            "site_name": self.settings.site_name,
-            "base_url": self.settings.base_url.rstrip("/"),
-            "archive_url": self.settings.base_url.rstrip("/") + "/",
-            "issue_url": issue_url(self.settings, essay.slug),
-            "language": self.settings.language,
+            "slug": essay.slug,
             "title": essay.title,
             "date": essay.date,
-            "date_text": f"{essay.date.day} {essay.date:%B %Y}",
             "summary": essay.summary,
             "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
         }
@@ -192,14 +221,8 @@ class Renderer:
         )
 
     def render_page(self, template: str, **values: object) -> str:
-        """Any other page (archive, feed) with the site-wide values filled in."""
+        """Any other page (archive, feed, the signup form)."""
         try:
-            return self.env.get_template(template).render(
-                site_name=self.settings.site_name,
-                base_url=self.settings.base_url.rstrip("/"),
-                archive_url=self.settings.base_url.rstrip("/") + "/",
-                language=self.settings.language,
-                **values,
-            )
+            return self.env.get_template(template).render(**values)
         except jinja2.TemplateError as exc:
             raise _template_problem(exc, self.settings.templates_path) from None

@@ -140,7 +140,7 @@ class Signups:
         self._forms = Signer(secret, fallbacks, salt=FORM_SALT)
         self._unsubscribe = Signer(secret, fallbacks)
         self._digest_key = hashlib.sha256(b"newsletter.log-digest" + secret.encode()).digest()
-        self.env = template_environment(settings.templates_path)
+        self.env = template_environment(settings)
 
     # -- the form ---------------------------------------------------------
     def form_token(self, now: float | None = None) -> str:
@@ -230,7 +230,7 @@ class Signups:
     # -- the link ---------------------------------------------------------
     def link(self, signup: requests.Signup) -> str:
         token = self._links.sign(f"{signup.id}:{int(signup.requested_at.replace(tzinfo=dt.UTC).timestamp())}")
-        return f"{self.settings.base_url.rstrip('/')}/confirm?token={token}"
+        return f"{self.settings.site_url}/confirm?token={token}"
 
     def _signup_for(self, conn: Connection, token: str, now: dt.datetime) -> tuple[requests.Signup, ops.Subscriber]:
         forged = LinkProblem("forged", "This confirmation link is incomplete or not one of ours. Please use the "
@@ -292,10 +292,7 @@ class Signups:
     def _render(self, template: str, subject: str, slug: str, **values: object) -> Issue:
         from .personalize import UNSUBSCRIBE_PLACEHOLDER
 
-        base = self.settings.base_url.rstrip("/")
-        context = {"site_name": self.settings.site_name, "base_url": base, "archive_url": base + "/",
-                   "language": self.settings.language, "subject": subject,
-                   "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER, **values}
+        context = {"subject": subject, "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER, **values}
         html = inline_css(self.env.get_template(f"{template}.html.j2").render(context))
         text = self.env.get_template(f"{template}.txt.j2").render(context)
         return Issue(slug=slug, subject=subject, html=html, text=text)

@@ -167,4 +167,4 @@ class Signer:
 
 def unsubscribe_url(settings: Settings, token: str) -> str:
     # Tokens hold only URL-safe characters (digits, slug characters, ':', '.', base64url), so no quoting.
-    return f"{settings.base_url.rstrip('/')}/unsubscribe?token={token}"
+    return f"{settings.site_url}/unsubscribe?token={token}"

@@ -79,8 +79,8 @@ def test_the_unsubscribe_page_reads_in_light_and_dark(browser, settings: Setting
     from newsletter.render import template_environment
 
     page_file = tmp_path / "unsubscribe.html"
-    page_file.write_text(template_environment(settings.templates_path).get_template("unsubscribe.html.j2").render(
-        site_name=settings.site_name, language=settings.language, archive_url="/", heading="Unsubscribe from Say What You Mean?",
+    page_file.write_text(template_environment(settings).get_template("unsubscribe.html.j2").render(
+        heading="Unsubscribe from Say What You Mean?",
         message="Press the button and reader@example.org will get no more issues.", form_action="?token=x"), encoding="utf-8")
     page = browser.new_page(viewport={"width": 375, "height": 800}, color_scheme=scheme)
     try:

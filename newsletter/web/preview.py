@@ -105,14 +105,14 @@ class _PreviewPages:
     def __init__(self, state: PreviewState):
         self.state = state
         self.settings = state.settings
-        self.env = template_environment(state.settings.templates_path)
+        self.env = template_environment(state.settings)
         self.output = preview_output(state.settings)
 
     def render(self, template: str, **values: object) -> HTMLResponse:
         state = self.state
         html = self.env.get_template(template).render(
-            site_name=self.settings.site_name, language=self.settings.language, generation=state.generation,
-            errors=[state.problem] * bool(state.problem) + [str(e) for e in state.report.errors], **values,
+            generation=state.generation, errors=[state.problem] * bool(state.problem) + [str(e) for e in state.report.errors],
+            **values,
         )
         return HTMLResponse(html)
 

@@ -67,16 +67,14 @@ class _PublicSite:
         self.settings = settings
         self.store = store
         self.signer = Signer(secret, fallback_secrets(settings))
-        self.env = template_environment(settings.templates_path)
-        self.site = {"site_name": settings.site_name, "language": settings.language, "archive_url": "/"}
+        self.env = template_environment(settings)
 
     def page(self, status: int, heading: str, message: str, form_action: str | None = None) -> HTMLResponse:
-        html = self.env.get_template("unsubscribe.html.j2").render(self.site, heading=heading, message=message,
-                                                                   form_action=form_action)
+        html = self.env.get_template("unsubscribe.html.j2").render(heading=heading, message=message, form_action=form_action)
         return HTMLResponse(html, status_code=status)
 
     def render(self, template: str, **values: object) -> str:
-        return self.env.get_template(template).render(self.site, base_url=self.settings.base_url.rstrip("/"), **values)
+        return self.env.get_template(template).render(**values)
 
     def notice(self, status: int, heading: str, message: str, form_action: str | None = None, button: str = "") -> HTMLResponse:
         return HTMLResponse(self.render("notice.html.j2", heading=heading, message=message, form_action=form_action,
