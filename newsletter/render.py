@@ -1,4 +1,4 @@
-"""Essay → the finished email (HTML with inlined CSS, and text) and its web page.
+"""Essay → the finished email (HTML with inlined CSS, see inliner.py, and text) and its web page.
 
 The email is rendered and inlined once per issue. What differs per recipient
 is left as a placeholder (see personalize.py), so a personal copy costs one
@@ -8,12 +8,9 @@ string substitution, never a render.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jinja2
 from markdown_it.token import Token
@@ -22,6 +19,7 @@ from .config import Settings
 from .errors import NewsletterError
 from .essays import Essay, EssayWarning
 from .images import PlacedImage, place_images, publish
+from .inliner import inline_css
 from .markup import markdown
 from .personalize import UNSUBSCRIBE_PLACEHOLDER
 from .textpart import tokens_to_text
@@ -131,43 +129,6 @@ def templates_digest(folder: Path) -> str:
 def issue_url(settings: Settings, slug: str) -> str:
     """The issue's page on the web."""
     return f"{settings.site_url}/{slug}/"
-
-
-@functools.cache
-def _premailer() -> Any:
-    """Premailer, remembering its parse of each stylesheet: every issue shares one."""
-    from premailer import Premailer  # imported here: it is slow to import and only builds need it
-
-    rules_cache: dict[tuple[str, int, bool], Any] = {}
-    text_cache: dict[tuple[int, ...], str] = {}
-
-    class SharedStylesPremailer(Premailer):  # type: ignore[misc]  # premailer has no type hints
-        def _parse_style_rules(self, css_body: str, ruleset_index: int) -> Any:
-            key = (css_body, ruleset_index, self.strip_important)
-            if key not in rules_cache:
-                rules_cache[key] = super()._parse_style_rules(css_body, ruleset_index)
-            return rules_cache[key]
-
-        def _css_rules_to_string(self, rules: list[Any]) -> str:
-            key = tuple(id(rule) for rule in rules)  # the rules themselves live in rules_cache
-            if key not in text_cache:
-                text_cache[key] = str(super()._css_rules_to_string(rules))
-            return text_cache[key]
-
-    return SharedStylesPremailer
-
-
-def inline_css(html: str) -> str:
-    """Move the <style> rules onto the elements; @media rules stay in a <style> block."""
-    return str(_premailer()(
-        html,
-        keep_style_tags=False,
-        strip_important=False,
-        allow_network=False,
-        disable_validation=True,
-        disable_basic_attributes=["height"],  # 'height: auto' must not overwrite an image's height attribute
-        cssutils_logging_level=logging.CRITICAL,
-    ).transform(pretty_print=False))
 
 
 class Renderer:

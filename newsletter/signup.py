@@ -35,7 +35,8 @@ from sqlalchemy import Connection, select
 from .config import Settings
 from .errors import NewsletterError
 from .messages import Issue, Recipient
-from .render import inline_css, template_environment
+from .inliner import inline_css
+from .render import template_environment
 from .store import Store
 from .store import signups as requests
 from .store import subscribers as ops
