@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import write_atomic
+from .atomic import make_folder, write_atomic
 from .config import Settings
 from .errors import NewsletterError
 from .essays import Essay, EssayError, EssayWarning, read_essays
@@ -176,7 +176,7 @@ def build(
             "and issues/, or make one with newsletter init"
         )
     out = preview_output(settings) if drafts else settings.output_path
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     essays, errors = read_essays(settings.issues_path)
     report = BuildReport(errors=errors, drafts=[e for e in essays if e.draft])
     essays = [e for e in essays if drafts or not e.draft]
