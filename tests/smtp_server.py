@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import socket
@@ -104,3 +105,70 @@ class SmtpServer:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+class ScriptedSmtp:
+    """A bare SMTP server on 127.0.0.1 that answers as told, for what a real one will not do on
+    cue: `answers[command]` is a list of replies to give to that command (MAIL, RCPT, DATA for the
+    reply after the message, "DATA command" for the DATA command itself, RSET, AUTH), one per time
+    it is asked, then "250 OK" (354 for DATA); a reply of
+    "close" drops the connection instead. EHLO offers `extensions`. `connections` counts them."""
+
+    def __init__(self, answers: dict[str, list[str]] | None = None, extensions: tuple[str, ...] = ("8BITMIME",)) -> None:
+        self.answers = {command: list(replies) for command, replies in (answers or {}).items()}
+        self.extensions = extensions
+        self.connections = 0
+        self.delivered = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> ScriptedSmtp:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn, conn.makefile("rb") as reader, contextlib.suppress(OSError):  # a client that went away
+                self._session(conn, reader)
+
+    def _reply(self, command: str) -> str:
+        replies = self.answers.get(command)
+        return replies.pop(0) if replies else "250 OK"
+
+    def _session(self, conn: socket.socket, reader: Any) -> None:
+        conn.sendall(b"220 scripted ready\r\n")
+        for raw in reader:
+            command = raw.decode("ascii", "replace").split(" ", 1)[0].strip().upper()
+            if command == "EHLO":
+                lines = ["localhost", *self.extensions]
+                answer = "\r\n".join(f"250{'-' if n < len(lines) - 1 else ' '}{line}" for n, line in enumerate(lines))
+            elif command == "DATA" and self.answers.get("DATA command"):
+                answer = self._reply("DATA command")  # refused before the message
+            elif command == "DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                for line in reader:
+                    if line == b".\r\n":
+                        break
+                answer = self._reply("DATA")
+                self.delivered += answer.startswith("250")
+            elif command == "QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                answer = self._reply(command)
+            if answer == "close":
+                return
+            conn.sendall(answer.encode() + b"\r\n")

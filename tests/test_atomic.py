@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import atomic
 from newsletter.atomic import WriteFailed, write_atomic
 
 from .conftest import run
@@ -27,7 +26,7 @@ def test_a_full_disk_keeps_the_old_file_and_names_the_new_one(tmp_path: Path, mo
     def no_space(src: str, dst: str) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(atomic.os, "replace", no_space)
+    monkeypatch.setattr(os, "replace", no_space)
     with pytest.raises(WriteFailed) as failed:
         write_atomic(target, b"new")
     assert str(failed.value) == (f"cannot write {target} (No space left on device); check that its folder is a folder "
@@ -49,7 +48,7 @@ def test_an_interrupted_write_leaves_no_temporary_file(tmp_path: Path, monkeypat
     def interrupted(fd: int, mode: int) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(atomic.os, "fchmod", interrupted)
+    monkeypatch.setattr(os, "fchmod", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_atomic(tmp_path / "email.html", b"x")
     assert os.listdir(tmp_path) == []
