@@ -20,6 +20,7 @@ their own processes, so they do not share our CPU. Prints figures only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -62,7 +63,7 @@ def serve_smtp() -> None:
     from tests.smtp_server import free_port
 
     class Sink:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             return "250 OK"
 
     port = free_port()
@@ -76,10 +77,8 @@ def serve_smtp() -> None:
 # -- measuring inside a child ---------------------------------------------------
 def reset_peak() -> float:
     """Reset the kernel's peak-RSS counter (VmHWM) to now, so the next peak is the send's own; returns RSS MiB."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
     return status_mib("VmRSS")
 
 

@@ -29,7 +29,7 @@ NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
 LEASE = 3.0  # seconds: short for a test, yet long enough for a loaded machine
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
@@ -43,7 +43,7 @@ def readers(store: Store, count: int) -> set[str]:
         return {s.email for s in ops.iter_subscribers(conn, ("active",))}
 
 
-def provider_env(server) -> dict[str, str]:  # noqa: ANN001
+def provider_env(server) -> dict[str, str]:
     """Settings that send through this test server (SMTP or SendGrid), ten at a time."""
     if isinstance(server, SendGridServer):
         chosen = {"NEWSLETTER_PROVIDER": "sendgrid", "SENDGRID_API_KEY": API_KEY, "NEWSLETTER_SENDGRID_HOST": server.host}
@@ -52,12 +52,12 @@ def provider_env(server) -> dict[str, str]:  # noqa: ANN001
     return {**chosen, "NEWSLETTER_BATCH_SIZE": "10", "NEWSLETTER_LEASE_SECONDS": str(LEASE)}
 
 
-def received(server) -> list[str]:  # noqa: ANN001
+def received(server) -> list[str]:
     """Every address the server took a message for, in order, repeats included."""
     return server.emails() if isinstance(server, SendGridServer) else server.recorder.recipients()
 
 
-def slow_down(server, seconds: float) -> None:  # noqa: ANN001
+def slow_down(server, seconds: float) -> None:
     """Make the server take this long over each message (SMTP) or request (SendGrid)."""
     if isinstance(server, SendGridServer):
         server.delay = seconds
@@ -65,13 +65,13 @@ def slow_down(server, seconds: float) -> None:  # noqa: ANN001
         server.recorder.delay = seconds
 
 
-def scheduler(settings: Settings, server, *options: str) -> subprocess.Popen:  # noqa: ANN001
+def scheduler(settings: Settings, server, *options: str) -> subprocess.Popen:
     env = {**os.environ, **provider_env(server)}
     return subprocess.Popen([sys.executable, "-m", "newsletter", "scheduler", *(options or ("--once",))], cwd=settings.root,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(condition, seconds: float = 30.0) -> None:  # noqa: ANN001
+def wait_for(condition, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
@@ -130,7 +130,7 @@ def freeze_outside_a_write(process: subprocess.Popen, settings: Settings) -> Non
     raise AssertionError("the scheduler held the write lock at every try")
 
 
-def kill_at_random_then_recover(settings: Settings, store: Store, server, trials: int) -> None:  # noqa: ANN001
+def kill_at_random_then_recover(settings: Settings, store: Store, server, trials: int) -> None:
     """Kill -9 the scheduler at random moments, rerun it, resend what is in doubt: nobody is lost.
 
     SMTP settles each message before the next, so a kill leaves at most the one
@@ -234,10 +234,10 @@ def test_a_scheduler_that_lost_its_lease_leaves_the_new_owners_claim_alone(newsl
     class OneByOne:
         name = "smtp"
 
-        def __init__(self, on_first=None) -> None:  # noqa: ANN001
+        def __init__(self, on_first=None) -> None:
             self.on_first = on_first
 
-        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:
             for recipient in recipients:
                 if not outcomes.may_send():
                     return {}
@@ -257,8 +257,8 @@ def test_a_scheduler_that_lost_its_lease_leaves_the_new_owners_claim_alone(newsl
         first._lease_ok_until = 0.0  # …and its own clock says so too
         second._register()
         second._recover(second_report)
-        second._claimed = second._claim()  # the second takes the batch over
-        assert second._claimed is not None
+        second._claimed = second._claim()  # type: ignore[attr-defined]  # the test keeps the claim on the scheduler; the second takes the batch over
+        assert second._claimed is not None  # type: ignore[attr-defined]  # the test keeps the claim on the scheduler
 
     from newsletter.scheduler import RunReport
 
@@ -269,7 +269,7 @@ def test_a_scheduler_that_lost_its_lease_leaves_the_new_owners_claim_alone(newsl
     with store.engine.connect() as conn:
         batch = conn.execute(select(batches)).one()
     assert batch.status == "in_flight" and batch.claimed_by == second.id, "the second scheduler's claim stands"
-    second._send(second._claimed, second_report)
+    second._send(second._claimed, second_report)  # type: ignore[attr-defined]  # the test keeps the claim on the scheduler
     second._unregister()
     doubtful = {m["email"] for m in json.loads(run("sends", "1", "--json").output)["missed"] if m["outcome"] == "in_doubt"}
     assert len(doubtful) == 1, "what the first may have had on the wire when it froze"
@@ -318,7 +318,7 @@ def test_after_a_power_cut_the_unrecorded_rest_of_a_batch_is_in_doubt_not_sent_a
     class Dies:
         name = "smtp"
 
-        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:
             for n, recipient in enumerate(recipients):
                 if n == 3:
                     raise KeyboardInterrupt("the machine stops")
@@ -327,7 +327,7 @@ def test_after_a_power_cut_the_unrecorded_rest_of_a_batch_is_in_doubt_not_sent_a
             return {}
 
     class Sends(Dies):
-        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:
             for recipient in recipients:
                 sent.append(recipient.email)
                 outcomes.settle(recipient, DeliveryStatus.SENT)

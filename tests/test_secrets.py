@@ -89,7 +89,7 @@ def test_a_lost_secret_file_beside_a_list_is_an_error_not_a_new_secret(settings:
     path = secret_file(settings)
     assert path is not None
     path.unlink()
-    with pytest.raises(ConfigError, match="secret is missing|is missing") as caught:
+    with pytest.raises(ConfigError, match=r"secret is missing|is missing") as caught:
         load_secret(settings)
     assert "1 subscribers" in str(caught.value) and "Restore the file" in str(caught.value)
     assert not path.exists(), "no new secret may be made over a list whose links need the old one"

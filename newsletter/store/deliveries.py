@@ -142,7 +142,7 @@ class Claimed:
     skipped: int  # unsubscribed (or bounced…) since the freeze: recorded as skipped in the claim
 
 
-def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, skip_locked: bool) -> Claimed | None | bool:
+def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, skip_locked: bool) -> Claimed | bool | None:
     """Take one due batch of a sending send: the Claimed, None when none is due, False when another took it first."""
     query = (select(batches.c.id).join(sends, sends.c.id == batches.c.send_id)
              .where(batches.c.status == BatchStatus.PENDING, sends.c.status == SendStatus.SENDING,
