@@ -50,7 +50,7 @@ def serve_slow_smtp() -> None:
     from tests.smtp_server import free_port
 
     class Slow:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             await asyncio.sleep(SMTP_LATENCY)
             return "250 OK"
 

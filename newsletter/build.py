@@ -17,6 +17,7 @@ Drafts (`draft: true`) are built only into the preview's own folder
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import write_atomic
+from .atomic import make_folder, write_atomic
 from .config import Settings
 from .errors import NewsletterError
 from .essays import Essay, EssayError, EssayWarning, read_essays
-from .render import RenderedIssue, Renderer, issue_url, templates_digest
+from .render import RenderedIssue, Renderer, templates_digest
 
 if TYPE_CHECKING:
     from .messages import Issue
@@ -72,7 +73,7 @@ def preview_output(settings: Settings) -> Path:
     return settings.data_path / "preview"
 
 
-def _read_manifest(out: Path) -> dict[str, dict]:
+def _read_manifest(out: Path) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -117,13 +118,12 @@ def _files_of(rendered: RenderedIssue) -> dict[str, bytes]:
     }
 
 
-# Worker processes keep one Renderer each, made once by the pool initializer.
-_worker_renderer: Renderer | None = None
+# Each worker process keeps one Renderer, made once by the pool initializer.
+_worker: dict[str, Renderer] = {}
 
 
 def _init_worker(settings: Settings, output: Path) -> None:
-    global _worker_renderer
-    _worker_renderer = Renderer(settings, output)
+    _worker["renderer"] = Renderer(settings, output)
 
 
 def _render_or_error(renderer: Renderer, essay: Essay) -> RenderedIssue | EssayError:
@@ -134,8 +134,7 @@ def _render_or_error(renderer: Renderer, essay: Essay) -> RenderedIssue | EssayE
 
 
 def _render_in_worker(essay: Essay) -> RenderedIssue | EssayError:
-    assert _worker_renderer is not None
-    return _render_or_error(_worker_renderer, essay)
+    return _render_or_error(_worker["renderer"], essay)
 
 
 def _render_all(settings: Settings, output: Path, essays: list[Essay]) -> Iterable[tuple[Essay, RenderedIssue | EssayError]]:
@@ -177,18 +176,17 @@ def build(
             "and issues/, or make one with newsletter init"
         )
     out = preview_output(settings) if drafts else settings.output_path
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     essays, errors = read_essays(settings.issues_path)
     report = BuildReport(errors=errors, drafts=[e for e in essays if e.draft])
     essays = [e for e in essays if drafts or not e.draft]
     templates = templates_digest(settings.templates_path)
     manifest = _read_manifest(out)
+    keys = {essay.slug: _build_key(essay, templates, settings) for essay in essays}
 
+    new_manifest: dict[str, dict[str, Any]] = {}
     todo: list[Essay] = []
-    keys: dict[str, str] = {}
-    new_manifest: dict[str, dict] = {}
     for essay in essays:
-        keys[essay.slug] = _build_key(essay, templates, settings)
         recorded = manifest.get(essay.slug)
         if recorded and recorded.get("key") == keys[essay.slug] and _outputs_intact(out, essay.slug, recorded):
             report.unchanged.append(essay.slug)
@@ -197,47 +195,17 @@ def build(
             report.warnings.extend(EssayWarning(essay.path, line, message) for line, message in recorded.get("warnings", ()))
         else:
             todo.append(essay)
-
     for done, (essay, rendered) in enumerate(_render_all(settings, out, todo), start=1):
         if isinstance(rendered, EssayError):
             errors.append(rendered)
             continue
-        files = _files_of(rendered)
-        for name, data in files.items():
-            write_atomic(out / essay.slug / name, data)
-        new_manifest[essay.slug] = {
-            "key": keys[essay.slug],
-            "source": essay.path.name,
-            "draft": essay.draft,
-            "outputs": {name: _digest(data) for name, data in files.items()},
-            "images": sorted({image.name for image in rendered.images}),
-            "warnings": [[w.line, w.message] for w in rendered.warnings],
-        }
+        new_manifest[essay.slug] = _write_issue(out, essay, rendered, keys[essay.slug])
         report.built.append(essay.slug)
         report.essays.append(essay)
         report.warnings.extend(rendered.warnings)
         if progress:
             progress(done, len(todo))
-
-    # An essay that failed keeps its last good output: a typo must not unpublish an issue.
-    failed_sources = {error.path.name for error in errors}
-    for slug, recorded in manifest.items():
-        if slug in new_manifest:
-            continue
-        if recorded.get("source") in failed_sources and not (recorded.get("draft") and not drafts):
-            new_manifest[slug] = recorded
-            continue
-        for name in OUTPUT_FILES:
-            (out / slug / name).unlink(missing_ok=True)
-        try:
-            (out / slug).rmdir()  # only if the editor kept nothing else there
-        except OSError:
-            pass
-        report.removed.append(slug)
-    in_use = {name for recorded in new_manifest.values() for name in recorded.get("images", ())}
-    for recorded in manifest.values():
-        for name in set(recorded.get("images", ())) - in_use:
-            (out / name).unlink(missing_ok=True)
+    report.removed = _remove_stale(out, manifest, new_manifest, {error.path.name for error in errors}, drafts=drafts)
 
     report.essays.sort(key=lambda e: e.path)
     site = _write_archive(settings, out, [e for e in report.essays if not e.draft])
@@ -248,27 +216,56 @@ def build(
     return report
 
 
+def _write_issue(out: Path, essay: Essay, rendered: RenderedIssue, key: str) -> dict[str, Any]:
+    """Write one rendered issue's files; returns its manifest entry."""
+    files = _files_of(rendered)
+    for name, data in files.items():
+        write_atomic(out / essay.slug / name, data)
+    return {
+        "key": key,
+        "source": essay.path.name,
+        "draft": essay.draft,
+        "outputs": {name: _digest(data) for name, data in files.items()},
+        "images": sorted({image.name for image in rendered.images}),
+        "warnings": [[w.line, w.message] for w in rendered.warnings],
+    }
+
+
+def _remove_stale(
+    out: Path, manifest: dict[str, dict[str, Any]], new_manifest: dict[str, dict[str, Any]], failed_sources: set[str], *, drafts: bool
+) -> list[str]:
+    """Delete what the last build wrote for issues gone from this one, and images no issue uses any more.
+
+    An essay that failed keeps its last good output (kept in `new_manifest`): a typo must not unpublish an issue.
+    Returns the slugs removed.
+    """
+    removed: list[str] = []
+    for slug, recorded in manifest.items():
+        if slug in new_manifest:
+            continue
+        if recorded.get("source") in failed_sources and not (recorded.get("draft") and not drafts):
+            new_manifest[slug] = recorded
+            continue
+        for name in OUTPUT_FILES:
+            (out / slug / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (out / slug).rmdir()  # only if the editor kept nothing else there
+        removed.append(slug)
+    in_use = {name for recorded in new_manifest.values() for name in recorded.get("images", ())}
+    for recorded in manifest.values():
+        for name in set(recorded.get("images", ())) - in_use:
+            (out / name).unlink(missing_ok=True)
+    return removed
+
+
 def _write_archive(settings: Settings, out: Path, essays: list[Essay]) -> dict[str, str]:
     """index.html and feed.xml, newest issue first; rewritten only when they change. Returns their digests."""
     renderer = Renderer(settings)
-    newest_first = sorted(essays, key=lambda e: (e.date, e.slug), reverse=True)
-    issues = [
-        {
-            "slug": essay.slug,
-            "title": essay.title,
-            "date": essay.date,
-            "date_text": f"{essay.date.day} {essay.date:%B %Y}",
-            "summary": essay.summary,
-            "url": issue_url(settings, essay.slug),
-            "updated": f"{essay.date.isoformat()}T00:00:00Z",
-            "content": renderer.body(essay).html,
-        }
-        for essay in newest_first
-    ]
-    updated = issues[0]["updated"] if issues else "1970-01-01T00:00:00Z"
+    issues = sorted(essays, key=lambda e: (e.date, e.slug), reverse=True)
+    contents = {essay.slug: renderer.body(essay).html for essay in issues}  # the feed carries each issue whole
     pages = {
         "index.html": renderer.render_page("archive.html.j2", issues=issues).encode("utf-8"),
-        "feed.xml": renderer.render_page("feed.xml.j2", issues=issues, updated=updated).encode("utf-8"),
+        "feed.xml": renderer.render_page("feed.xml.j2", issues=issues, contents=contents).encode("utf-8"),
         # The signup form as a snippet to paste into another site; it posts to base_url.
         "subscribe-form.html": renderer.render_page("subscribe_form.html.j2", form_place="subscribe-form.html").encode("utf-8"),
     }

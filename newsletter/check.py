@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urldefrag, urlsplit
 
 from lxml import html as lxml_html
+from lxml.html import HtmlElement
 
 from .build import BuildReport, build, preview_output, published_files
 from .config import Settings
@@ -35,6 +36,7 @@ from .tokens import Signer, unsubscribe_url
 # Gmail clips an HTML part above 102 KB; the margin leaves room for what providers add.
 MAX_HTML_BYTES = 90 * 1024
 MAX_SUBJECT = 70
+MIN_SHOUTING_LETTERS = 3  # a subject of more letters than this, all capitals, shouts
 PLACEHOLDERS = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|%%[A-Za-z_]+%%|\*\|[A-Z_]+\|\*")
 ONLINE_TIMEOUT = 10.0
 ONLINE_INTERVAL = 1.0  # seconds between two requests to the same site
@@ -98,9 +100,9 @@ class _Sources:
         return None
 
 
-def _published_path(href: str, base_url: str) -> str | None:
+def _published_path(href: str, site_url: str) -> str | None:
     """The file under the output folder an absolute link of ours names, or None if it is not ours."""
-    base = base_url.rstrip("/") + "/"
+    base = site_url + "/"
     url = urldefrag(href)[0].split("?", 1)[0]
     if not (url + "/").startswith(base):
         return None
@@ -110,91 +112,113 @@ def _published_path(href: str, base_url: str) -> str | None:
 
 def check_issue(settings: Settings, essay: Essay, output: Path) -> list[Problem]:
     """Every problem of one built issue in `output`, with the essay's lines where known."""
-    problems: list[Problem] = []
-    sources = _Sources(essay)
-
-    def error(message: str, line: int | None = None) -> None:
-        problems.append(Problem(Severity.ERROR, essay.path, line, message))
-
-    def warning(message: str, line: int | None = None) -> None:
-        problems.append(Problem(Severity.WARNING, essay.path, line, message))
-
+    check = _IssueCheck(settings, essay)
     folder = output / essay.slug
     html = (folder / "email.html").read_text(encoding="utf-8")
     text = (folder / "email.txt").read_text(encoding="utf-8")
-    # As long as a real reader's link: the size that matters is the one Gmail receives.
-    url = unsubscribe_url(settings, Signer("a secret only for measuring").token(2**31 - 1, essay.slug))
-    personal = personal_html(html, url)
-    size = len(personal.encode("utf-8"))
-    if size > MAX_HTML_BYTES:
-        error(f"the HTML part is {size / 1024:.0f} KB once personalised, over {MAX_HTML_BYTES // 1024} KB: Gmail clips it "
-              "and hides the unsubscribe link; shorten the essay or split it")
-
-    for part, content in (("HTML", personal), ("text", personal_text(text, url))):
-        for found in sorted(set(PLACEHOLDERS.findall(content))):
-            error(f"the {part} part still holds the placeholder {found!r}; replace it with real text", sources.line_of(found))
-
+    check.size_and_placeholders(html, text)
     doc = lxml_html.document_fromstring(html)
-    if not any(a.get("href") == UNSUBSCRIBE_PLACEHOLDER for a in doc.iter("a")):
-        error("the HTML part has no unsubscribe link; keep <a href=\"{{ unsubscribe_url }}\"> in email.html.j2")
-    if UNSUBSCRIBE_PLACEHOLDER not in text:
-        error("the text part has no unsubscribe link; keep {{ unsubscribe_url }} in email.txt.j2")
-
-    published = published_files(output)
-    content = doc.find_class("content")
-    images = [img for node in content for img in node.iter("img")] if content else list(doc.iter("img"))
-    for number, img in enumerate(images):
-        src = img.get("src", "")
-        line = sources.images[number] if number < len(sources.images) else None
-        if not (img.get("alt") or "").strip():
-            error(f"image '{src}' has no alt text; write ![what it shows](…) for readers who cannot see it", line)
-        if not img.get("width") or not img.get("height"):
-            error(f"image '{src}' has no width or height (Outlook shows it at full size); use an image file beside the essay, "
-                  "which the build sizes", line)
-
-    ids = {node.get("id") for node in doc.iter() if node.get("id")}
-    for node in doc.iter("a", "img"):
-        href = node.get("href") if node.tag == "a" else node.get("src")
-        if not href or href == UNSUBSCRIBE_PLACEHOLDER or href.startswith(("mailto:", "tel:")):
-            continue
-        line = sources.links.get(href)
-        if href.startswith("#"):
-            if href[1:] not in ids:
-                error(f"link '{href}' points to nothing in the email; fix the anchor", line)
-            continue
-        if not is_external(href):
-            error(f"link '{href}' is relative, and mail clients cannot follow it; link to the full address under {settings.base_url}", line)
-            continue
-        target = _published_path(href, settings.base_url)
-        if target is not None and target not in published:
-            error(f"link '{href}' goes to a page or image of ours that is not published; fix the link or publish it", line)
-
-    for node in doc.iter("a"):
-        has_image_alt = any((img.get("alt") or "").strip() for img in node.iter("img"))
-        if not node.text_content().strip() and not has_image_alt:
-            warning(f"link to '{node.get('href', '')}' has no text; readers and screen readers cannot tell where it goes",
-                    sources.links.get(node.get("href", "")))
-
+    check.unsubscribe_links(doc, text)
+    check.images(doc)
+    check.links(doc, published_files(output))
+    check.link_texts(doc)
     for scheme, sample, ratio in low_contrast(doc):
-        error(f"text below WCAG AA contrast in {scheme} mode: {sample} ({ratio:.2f}:1, needs 4.5:1); change the template's colours")
-
-    if not essay.summary:
-        warning("no summary: mail apps show the first words of the email instead; add 'summary:' to the front matter", 1)
-    letters = [c for c in essay.title if c.isalpha()]
-    if len(essay.title) > MAX_SUBJECT:
-        warning(f"the subject is {len(essay.title)} characters; phones cut it after about {MAX_SUBJECT}: shorten the title")
-    if len(letters) > 3 and essay.title.upper() == essay.title:
-        warning("the subject is all in capitals, which reads as shouting and as spam; write it in sentence case")
-    return problems
+        check.error(f"text below WCAG AA contrast in {scheme} mode: {sample} ({ratio:.2f}:1, needs 4.5:1); "
+                    "change the template's colours")
+    check.subject_and_summary()
+    return check.problems
 
 
-def external_links(output: Path, slug: str, base_url: str) -> list[str]:
+class _IssueCheck:
+    """The checks of one built issue, each adding to `problems`."""
+
+    def __init__(self, settings: Settings, essay: Essay):
+        self.settings = settings
+        self.essay = essay
+        self.sources = _Sources(essay)
+        self.problems: list[Problem] = []
+
+    def error(self, message: str, line: int | None = None) -> None:
+        self.problems.append(Problem(Severity.ERROR, self.essay.path, line, message))
+
+    def warning(self, message: str, line: int | None = None) -> None:
+        self.problems.append(Problem(Severity.WARNING, self.essay.path, line, message))
+
+    def size_and_placeholders(self, html: str, text: str) -> None:
+        # As long as a real reader's link: the size that matters is the one Gmail receives.
+        url = unsubscribe_url(self.settings, Signer("a secret only for measuring").token(2**31 - 1, self.essay.slug))
+        personal = personal_html(html, url)
+        size = len(personal.encode("utf-8"))
+        if size > MAX_HTML_BYTES:
+            self.error(f"the HTML part is {size / 1024:.0f} KB once personalised, over {MAX_HTML_BYTES // 1024} KB: Gmail clips it "
+                       "and hides the unsubscribe link; shorten the essay or split it")
+        for part, content in (("HTML", personal), ("text", personal_text(text, url))):
+            for found in sorted(set(PLACEHOLDERS.findall(content))):
+                self.error(f"the {part} part still holds the placeholder {found!r}; replace it with real text",
+                           self.sources.line_of(found))
+
+    def unsubscribe_links(self, doc: HtmlElement, text: str) -> None:
+        if not any(a.get("href") == UNSUBSCRIBE_PLACEHOLDER for a in doc.iter("a")):
+            self.error("the HTML part has no unsubscribe link; keep <a href=\"{{ unsubscribe_url }}\"> in email.html.j2")
+        if UNSUBSCRIBE_PLACEHOLDER not in text:
+            self.error("the text part has no unsubscribe link; keep {{ unsubscribe_url }} in email.txt.j2")
+
+    def images(self, doc: HtmlElement) -> None:
+        columns = [node for node in doc.iter() if "content" in (node.get("class") or "").split()]
+        images = [img for node in columns for img in node.iter("img")] if columns else list(doc.iter("img"))
+        for number, img in enumerate(images):
+            src = img.get("src", "")
+            line = self.sources.images[number] if number < len(self.sources.images) else None
+            if not (img.get("alt") or "").strip():
+                self.error(f"image '{src}' has no alt text; write ![what it shows](…) for readers who cannot see it", line)
+            if not img.get("width") or not img.get("height"):
+                self.error(f"image '{src}' has no width or height (Outlook shows it at full size); use an image file beside "
+                           "the essay, which the build sizes", line)
+
+    def links(self, doc: HtmlElement, published: frozenset[str]) -> None:
+        ids = {node.get("id") for node in doc.iter() if node.get("id")}
+        base_url = self.settings.base_url
+        site_url = self.settings.site_url
+        for node in doc.iter("a", "img"):
+            href = node.get("href") if node.tag == "a" else node.get("src")
+            if not href or href == UNSUBSCRIBE_PLACEHOLDER or href.startswith(("mailto:", "tel:")):
+                continue
+            line = self.sources.links.get(href)
+            target = _published_path(href, site_url)
+            if href.startswith("#"):
+                if href[1:] not in ids:
+                    self.error(f"link '{href}' points to nothing in the email; fix the anchor", line)
+            elif not is_external(href):
+                self.error(f"link '{href}' is relative, and mail clients cannot follow it; link to the full address under "
+                           f"{base_url}", line)
+            elif target is not None and target not in published:
+                self.error(f"link '{href}' goes to a page or image of ours that is not published; fix the link or publish it",
+                           line)
+
+    def link_texts(self, doc: HtmlElement) -> None:
+        for node in doc.iter("a"):
+            has_image_alt = any((img.get("alt") or "").strip() for img in node.iter("img"))
+            if not "".join(map(str, node.itertext())).strip() and not has_image_alt:
+                self.warning(f"link to '{node.get('href', '')}' has no text; readers and screen readers cannot tell where "
+                             "it goes", self.sources.links.get(node.get("href", "")))
+
+    def subject_and_summary(self) -> None:
+        title = self.essay.title
+        if not self.essay.summary:
+            self.warning("no summary: mail apps show the first words of the email instead; add 'summary:' to the front matter", 1)
+        if len(title) > MAX_SUBJECT:
+            self.warning(f"the subject is {len(title)} characters; phones cut it after about {MAX_SUBJECT}: shorten the title")
+        if len([c for c in title if c.isalpha()]) > MIN_SHOUTING_LETTERS and title.upper() == title:
+            self.warning("the subject is all in capitals, which reads as shouting and as spam; write it in sentence case")
+
+
+def external_links(output: Path, slug: str, site_url: str) -> list[str]:
     """Every link of the issue's HTML part to another site, in order, once each."""
     doc = lxml_html.document_fromstring((output / slug / "email.html").read_text(encoding="utf-8"))
     found: dict[str, None] = {}
     for node in doc.iter("a", "img"):
         href = node.get("href") if node.tag == "a" else node.get("src")
-        if href and urlsplit(href).scheme in ("http", "https") and _published_path(href, base_url) is None:
+        if href and urlsplit(href).scheme in ("http", "https") and _published_path(href, site_url) is None:
             found.setdefault(urldefrag(href)[0])
     return list(found)
 
@@ -227,23 +251,25 @@ class LinkChecker:
             self._wait_for(host)
             request = urllib.request.Request(url, method=method, headers={"User-Agent": "newsletter-check/1 (link check before sending)"})
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only, see external_links
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     response.read(0)
                 return None
             except urllib.error.HTTPError as exc:
                 if method == "HEAD" and exc.code in (403, 405, 501):
                     continue  # some sites refuse HEAD; ask as a browser would
-                if exc.code in (404, 410):
-                    return Severity.ERROR, f"answers {exc.code}: the page is gone; fix or remove the link"
-                return Severity.WARNING, f"answers {exc.code}; check it in a browser"
-            except TimeoutError:
-                return Severity.WARNING, f"did not answer within {self.timeout:g} s; check it in a browser"
-            except (urllib.error.URLError, OSError) as exc:
+                return _http_problem(exc.code)
+            except (urllib.error.URLError, OSError) as exc:  # a timeout too: TimeoutError is an OSError
                 reason = getattr(exc, "reason", exc)
                 if isinstance(reason, TimeoutError):
                     return Severity.WARNING, f"did not answer within {self.timeout:g} s; check it in a browser"
                 return Severity.WARNING, f"could not be reached ({reason}); check it in a browser"
         return None
+
+
+def _http_problem(code: int) -> tuple[Severity, str]:
+    if code in (404, 410):
+        return Severity.ERROR, f"answers {code}: the page is gone; fix or remove the link"
+    return Severity.WARNING, f"answers {code}; check it in a browser"
 
 
 def check_issues(
@@ -285,7 +311,7 @@ def check_issues(
         problems = check_issue(settings, essay, output)
         if checker is not None:
             sources = _Sources(essay)
-            for url in external_links(output, essay.slug, settings.base_url):
+            for url in external_links(output, essay.slug, settings.site_url):
                 outcome = checker.check(url)
                 if outcome is not None:
                     severity, why = outcome

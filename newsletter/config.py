@@ -13,6 +13,8 @@ import os
 import re
 import tomllib
 import typing
+from typing import Any
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -108,6 +110,11 @@ class Settings:
         return self.root / self.data_dir
 
     @property
+    def site_url(self) -> str:
+        """base_url without a trailing slash: every link of ours is site_url + "/…"."""
+        return self.base_url.rstrip("/")
+
+    @property
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL: the configured one, or a SQLite file in the data folder."""
         if self.database_url:
@@ -145,36 +152,41 @@ def find_root(start: Path | None = None) -> Path:
     raise NotANewsletter(NOT_A_NEWSLETTER)
 
 
-def _coerce(key: str, value: object, where: str) -> object:
-    expected = _TYPES[key]
-    if expected is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ConfigError(f"{where}: '{key}' must be a whole number, not {value!r}")
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(f"{where}: '{key}' must be a whole number, not {value!r}") from None
-        if number < 0 or (number == 0 and key not in NO_LIMIT):
-            raise ConfigError(f"{where}: '{key}' must be greater than 0, not {number}")
-        return number
-    if expected is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.strip().lower() in ("true", "yes", "1")
-        raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
-    if expected is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}") from None
-        if key in POSITIVE and not number > 0:
-            raise ConfigError(f"{where}: '{key}' must be greater than 0, not {value!r}")
-        if key in NO_LIMIT and not number >= 0:
-            raise ConfigError(f"{where}: '{key}' must be 0 (no limit) or more, not {value!r}")
-        return number
+def _as_int(key: str, value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(f"{where}: '{key}' must be a whole number, not {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{where}: '{key}' must be a whole number, not {value!r}") from None
+    if number < 0 or (number == 0 and key not in NO_LIMIT):
+        raise ConfigError(f"{where}: '{key}' must be greater than 0, not {number}")
+    return number
+
+
+def _as_bool(key: str, value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
+
+
+def _as_float(key: str, value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}") from None
+    if key in POSITIVE and not number > 0:
+        raise ConfigError(f"{where}: '{key}' must be greater than 0, not {value!r}")
+    if key in NO_LIMIT and not number >= 0:
+        raise ConfigError(f"{where}: '{key}' must be 0 (no limit) or more, not {value!r}")
+    return number
+
+
+def _as_str(key: str, value: object, where: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
     allowed = "\n" if key in MULTILINE else ""
@@ -182,6 +194,14 @@ def _coerce(key: str, value: object, where: str) -> object:
     if control is not None:  # a line break in a URL or an address would end up in a mail header
         raise ConfigError(f"{where}: '{key}' contains the control character U+{ord(control):04X}; remove it")
     return value
+
+
+# Each setting's type (read from Settings' annotations) → the function that checks and converts a value.
+_COERCE: dict[object, Callable[[str, object, str], object]] = {int: _as_int, bool: _as_bool, float: _as_float, str: _as_str}
+
+
+def _coerce(key: str, value: object, where: str) -> object:
+    return _COERCE[_TYPES[key]](key, value, where)
 
 
 def _is_loopback(host: str) -> bool:
@@ -218,7 +238,7 @@ def _check_sender(value: str, where: str) -> None:
 
     if "\n" in value or "\r" in value or "\0" in value:
         raise ConfigError(f"{where}: 'sender' must be one line")
-    name, address = parseaddr(value)
+    _, address = parseaddr(value)
     if not _ADDRESS.fullmatch(address) or (value.strip() != address and "<" not in value):
         raise ConfigError(
             f"{where}: 'sender' must be an address such as \"Site Name <editor@example.org>\" or editor@example.org, "
@@ -238,30 +258,10 @@ def load_settings(root: Path | None = None, environ: dict[str, str] | None = Non
     then apply NEWSLETTER_* overrides and the secrets from the environment."""
     env = os.environ if environ is None else environ
     root = find_root() if root is None else root.resolve()
-    values: dict[str, object] = {}
-
-    path = root / CONFIG_FILE
+    # Any: each value was checked against its field's type by _coerce (secrets are strings from the environment).
+    values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        for key, value in data.items():
-            line = _key_line(text, key)
-            sources[key] = f"{path}:{line}" if line else str(path)
-            if key in SECRET_ENV:
-                raise ConfigError(
-                    f"{sources[key]}: '{key}' is a secret and must not be kept in a file; "
-                    f"set the environment variable {SECRET_ENV[key]} instead"
-                )
-            if key not in _TOML_KEYS:
-                raise ConfigError(
-                    f"{sources[key]}: unknown key '{key}'; known keys are {', '.join(sorted(_TOML_KEYS))}"
-                )
-            values[key] = _coerce(key, value, sources[key])
-
+    _read_file(root / CONFIG_FILE, values, sources)
     for key in _TOML_KEYS:
         name = f"NEWSLETTER_{key.upper()}"
         if env.get(name):
@@ -270,30 +270,51 @@ def load_settings(root: Path | None = None, environ: dict[str, str] | None = Non
     for key, name in SECRET_ENV.items():
         if env.get(name):
             values[key] = env[name]
+    warnings = _check_together(values, sources)
+    return Settings(root=root, warnings=tuple(warnings), **values)
+
+
+def _read_file(path: Path, values: dict[str, Any], sources: dict[str, str]) -> None:
+    """newsletter.toml's settings into `values`, and where each was set into `sources`."""
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key, value in data.items():
+        line = _key_line(text, key)
+        sources[key] = f"{path}:{line}" if line else str(path)
+        if key in SECRET_ENV:
+            raise ConfigError(
+                f"{sources[key]}: '{key}' is a secret and must not be kept in a file; "
+                f"set the environment variable {SECRET_ENV[key]} instead"
+            )
+        if key not in _TOML_KEYS:
+            raise ConfigError(
+                f"{sources[key]}: unknown key '{key}'; known keys are {', '.join(sorted(_TOML_KEYS))}"
+            )
+        values[key] = _coerce(key, value, sources[key])
+
+
+def _check_together(values: dict[str, Any], sources: dict[str, str]) -> list[str]:
+    """The checks beyond each value's type; ConfigError naming where a value was set, or the warnings."""
 
     def where(key: str) -> str:
         return sources.get(key, "the default")
 
-    warnings: list[str] = []
     from .providers import REGISTRY  # imported here, as it imports this module
 
-    provider = values.get("provider", "outbox")
+    provider = values.get("provider", Settings.provider)
     if provider not in REGISTRY:
         raise ConfigError(f"{where('provider')}: 'provider': '{provider}' is not one of {', '.join(REGISTRY)}")
-    batch_size = values.get("batch_size", 500)
-    assert isinstance(batch_size, int)
+    batch_size = values.get("batch_size", Settings.batch_size)
     if batch_size > BATCH_SIZE_MAX:
         raise ConfigError(f"{where('batch_size')}: 'batch_size' must be between 1 and {BATCH_SIZE_MAX:,}, not {batch_size}")
     concurrency = values.get("concurrency", Settings.concurrency)
-    assert isinstance(concurrency, int)
     if concurrency > CONCURRENCY_MAX:
         raise ConfigError(f"{where('concurrency')}: 'concurrency' must be between 1 and {CONCURRENCY_MAX}, not {concurrency}")
-    base_url = values.get("base_url", Settings.base_url)
-    assert isinstance(base_url, str)
-    warning = _check_base_url(base_url, where("base_url"))
-    if warning:
-        warnings.append(warning)
-    sender = values.get("sender", Settings.sender)
-    assert isinstance(sender, str)
-    _check_sender(sender, where("sender"))
-    return Settings(root=root, warnings=tuple(warnings), **values)  # type: ignore[arg-type]
+    warning = _check_base_url(values.get("base_url", Settings.base_url), where("base_url"))
+    _check_sender(values.get("sender", Settings.sender), where("sender"))
+    return [warning] if warning else []

@@ -13,6 +13,7 @@ recorded less than RACY_NS after an input's modification time is never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -57,7 +58,7 @@ def fingerprint(settings: Settings) -> tuple[str, int]:
     for label, folder in (("issues", settings.issues_path), ("templates", settings.templates_path),
                           ("packaged", PACKAGE / "templates"), ("code", PACKAGE), ("output", settings.output_path)):
         files = _walk(folder) if label != "code" else [
-            (p.name, *(lambda s: (s.st_size, s.st_mtime_ns))(p.stat())) for p in sorted(PACKAGE.glob("*.py"))
+            (p.name, stat.st_size, stat.st_mtime_ns) for p in sorted(PACKAGE.glob("*.py")) for stat in (p.stat(),)
         ]
         parts[label] = files
         if label != "output":  # our own writes are not racy: only what the editor may change meanwhile
@@ -84,7 +85,5 @@ def record(settings: Settings, issues: int) -> None:
     """Remember a clean build that left `issues` issues; call it after every file is written."""
     digest, _ = fingerprint(settings)
     data = {"version": VERSION, "digest": digest, "at": time.time_ns(), "issues": issues}
-    try:
+    with contextlib.suppress(OSError):  # a stamp is only a shortcut; the next build checks everything again
         write_atomic(_stamp_path(settings), json.dumps(data).encode())
-    except OSError:
-        pass  # a stamp is only a shortcut; the next build checks everything again

@@ -104,7 +104,7 @@ def _inspect(essay: Essay, src: str, line: int | None) -> PlacedImage:
     )
 
 
-def place_images(essay: Essay, tokens: list[Token], base_url: str) -> tuple[list[PlacedImage], list[EssayWarning]]:
+def place_images(essay: Essay, tokens: list[Token], site_url: str) -> tuple[list[PlacedImage], list[EssayWarning]]:
     """Point every local image in `tokens` at its published name, with width and height.
 
     Raises EssayError (essay and line) for an image that is missing or unreadable.
@@ -124,7 +124,7 @@ def place_images(essay: Essay, tokens: list[Token], base_url: str) -> tuple[list
                 continue  # the writer's own hosting; `newsletter check` asks for its size
             image = _inspect(essay, src, line)
             placed.append(image)
-            child.attrs["src"] = f"{base_url.rstrip('/')}/{image.name}"
+            child.attrs["src"] = f"{site_url}/{image.name}"
             child.attrs["width"] = str(image.width)
             child.attrs["height"] = str(image.height)
     return placed, warnings

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from linkify_it import LinkifyIt
 from markdown_it import MarkdownIt
@@ -31,11 +32,11 @@ def _table_close(self: RendererHTML, tokens: Sequence[Token], idx: int, options:
 _WWW = re.compile(r"^[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:[/?#][^\s<>\"]*[^\s<>\"().,;:!?'])?", re.IGNORECASE)
 
 
-def _www_url(linkify: LinkifyIt, match: object) -> None:
-    match.url = "http://" + match.url  # type: ignore[attr-defined]
+def _www_url(linkify: LinkifyIt, match: Any) -> None:  # Any: linkify-it-py's Match has no type hints
+    match.url = "http://" + match.url
 
 
-class BareLinks(LinkifyIt):
+class BareLinks(LinkifyIt):  # type: ignore[misc]  # linkify-it-py has no type hints
     """Bare URLs as writers expect them: with a scheme, starting www., or e-mail addresses.
 
     Not every word with a dot ('Node.js', 'Amazon.com'), and quickly: text that

@@ -74,10 +74,7 @@ def list_id(settings: Settings) -> str:
         host = "localhost"
     label = re.sub(r"[^a-z0-9]+", "-", settings.site_name.lower()).strip("-")[:60] or "newsletter"
     name = " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", settings.site_name).split())
-    if name.isascii():
-        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    else:
-        phrase = Header(name, "utf-8").encode()
+    phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"' if name.isascii() else Header(name, "utf-8").encode()
     return f"{phrase} <{label}.{host}>"
 
 
@@ -103,16 +100,14 @@ def _id_key(message_key: str) -> bytes:
     return hashlib.sha256(message_key.encode()).digest()
 
 
-_date_cache: tuple[int, str] = (0, "")
+@lru_cache(maxsize=1)
+def _date_at(second: int) -> str:
+    return formatdate(second, usegmt=True)
 
 
 def _date() -> str:
     """The Date header value; formatted once a second, not once a copy."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True))
-    return _date_cache[1]
+    return _date_at(int(time.time()))
 
 
 # -- the reference: the email package, recipient by recipient -------------------
@@ -126,7 +121,7 @@ def _shared_headers(message: EmailMessage, settings: Settings, issue: Issue) -> 
 def build_message(settings: Settings, issue: Issue, recipient: Recipient) -> EmailMessage:
     """The complete message for one recipient, built afresh with the email package."""
     message = EmailMessage(policy=BODY_POLICY)
-    message["To"] = to_header(recipient.name, recipient.email)  # type: ignore[assignment]
+    message["To"] = to_header(recipient.name, recipient.email)
     message["Date"] = _date()
     message["Message-ID"] = message_id(settings, issue, recipient)
     message["List-Unsubscribe"] = f"<{recipient.unsubscribe_url}>"

@@ -49,7 +49,7 @@ class Pace:
         if self._slowed is None:
             return self.per_second
         steps = int(max(0.0, now - self._slowed_at - HOLD) // (HOLD / 6))
-        lowered = self._slowed * 2**steps
+        lowered = self._slowed * 2.0**steps
         if (self.per_second is not None and lowered >= self.per_second) or steps > 12:
             self._slowed = None  # back to the whole pace
             return self.per_second

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-# Chosen to survive Markdown, Jinja2 and premailer untouched, and to double as
+# Chosen to survive Markdown, Jinja2 and CSS inlining untouched, and to double as
 # SendGrid's substitution tag, so a SendGrid request carries the issue once.
 UNSUBSCRIBE_PLACEHOLDER = "%%unsubscribe_url%%"
 

@@ -1,4 +1,4 @@
-"""Essay → the finished email (HTML with inlined CSS, and text) and its web page.
+"""Essay → the finished email (HTML with inlined CSS, see inliner.py, and text) and its web page.
 
 The email is rendered and inlined once per issue. What differs per recipient
 is left as a placeholder (see personalize.py), so a personal copy costs one
@@ -7,8 +7,8 @@ string substitution, never a render.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import NewsletterError
 from .essays import Essay, EssayWarning
 from .images import PlacedImage, place_images, publish
+from .inliner import inline_css
 from .markup import markdown
 from .personalize import UNSUBSCRIBE_PLACEHOLDER
 from .textpart import tokens_to_text
@@ -28,7 +29,7 @@ RTL_LANGUAGES = frozenset({"ar", "arc", "dv", "fa", "he", "ku", "ps", "sd", "ug"
 
 
 def direction(language: str) -> str:
-    return "rtl" if language.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
+    return "rtl" if language.split("-", 1)[0].lower() in RTL_LANGUAGES else "ltr"
 
 
 @dataclass(frozen=True)
@@ -66,21 +67,51 @@ def _template_problem(exc: jinja2.TemplateError, folder: Path) -> TemplateProble
 PACKAGED_TEMPLATES = Path(__file__).parent / "templates"
 
 
-def template_environment(folder: Path) -> jinja2.Environment:
-    """The newsletter's own templates/ first, file by file, then the packaged ones.
+def template_environment(settings: Settings) -> jinja2.Environment:
+    """The one template environment of every email and page: the newsletter's own
+    templates/ first, file by file, then the packaged ones.
+
+    What every template may use is set here, once. Globals: site_name, language,
+    base_url (without its trailing slash), archive_url (base_url + "/") and
+    postal_address. Filters: `date | date_text` ("6 March 2017"), `date | feed_time`
+    (Atom's "2017-03-06T00:00:00Z"), `slug | issue_url` (the issue's web page) and
+    `language | direction` ("rtl" or "ltr"). A template is given only what is its own:
+    the essay, the message, the form.
 
     HTML and XML are autoescaped, text is not.
     """
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(folder), str(PACKAGED_TEMPLATES)]),
+        loader=jinja2.FileSystemLoader([str(settings.templates_path), str(PACKAGED_TEMPLATES)]),
         autoescape=lambda name: name is not None and not name.endswith(".txt.j2"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["direction"] = direction  # {{ language | direction }}: "rtl" or "ltr"
+    env.globals.update(
+        site_name=settings.site_name,
+        language=settings.language,
+        base_url=settings.site_url,
+        archive_url=settings.site_url + "/",
+        postal_address=settings.postal_address,  # every footer shows it
+    )
+    env.filters.update(
+        date_text=date_text,
+        feed_time=feed_time,
+        issue_url=lambda slug: issue_url(settings, slug),
+        direction=direction,
+    )
     return env
+
+
+def date_text(day: dt.date) -> str:
+    """A date as readers see it: "6 March 2017"."""
+    return f"{day.day} {day:%B %Y}"
+
+
+def feed_time(day: dt.date) -> str:
+    """A date as an Atom feed gives it: midnight UTC."""
+    return f"{day.isoformat()}T00:00:00Z"
 
 
 def templates_digest(folder: Path) -> str:
@@ -96,49 +127,8 @@ def templates_digest(folder: Path) -> str:
 
 
 def issue_url(settings: Settings, slug: str) -> str:
-    return f"{settings.base_url.rstrip('/')}/{slug}/"
-
-
-_premailer_class = None
-
-
-def _premailer():
-    """Premailer, remembering its parse of each stylesheet: every issue shares one."""
-    global _premailer_class
-    if _premailer_class is None:
-        from premailer import Premailer  # imported here: it is slow to import and only builds need it
-
-        rules_cache: dict[tuple, object] = {}
-        text_cache: dict[tuple, str] = {}
-
-        class SharedStylesPremailer(Premailer):
-            def _parse_style_rules(self, css_body, ruleset_index):  # noqa: ANN001, ANN202
-                key = (css_body, ruleset_index, self.strip_important)
-                if key not in rules_cache:
-                    rules_cache[key] = super()._parse_style_rules(css_body, ruleset_index)
-                return rules_cache[key]
-
-            def _css_rules_to_string(self, rules):  # noqa: ANN001, ANN202
-                key = tuple(id(rule) for rule in rules)  # the rules themselves live in rules_cache
-                if key not in text_cache:
-                    text_cache[key] = super()._css_rules_to_string(rules)
-                return text_cache[key]
-
-        _premailer_class = SharedStylesPremailer
-    return _premailer_class
-
-
-def inline_css(html: str) -> str:
-    """Move the <style> rules onto the elements; @media rules stay in a <style> block."""
-    return _premailer()(
-        html,
-        keep_style_tags=False,
-        strip_important=False,
-        allow_network=False,
-        disable_validation=True,
-        disable_basic_attributes=["height"],  # 'height: auto' must not overwrite an image's height attribute
-        cssutils_logging_level=logging.CRITICAL,
-    ).transform(pretty_print=False)
+    """The issue's page on the web."""
+    return f"{settings.site_url}/{slug}/"
 
 
 class Renderer:
@@ -147,27 +137,24 @@ class Renderer:
     def __init__(self, settings: Settings, output: Path | None = None):
         self.settings = settings
         self.output = output  # where images are published; None renders without writing them
-        self.env = template_environment(settings.templates_path)
-        self.env.globals["postal_address"] = settings.postal_address  # every footer shows it
+        self.env = template_environment(settings)
         self.md = markdown()
 
     def body(self, essay: Essay) -> Body:
         """Parse the body once; raises EssayError for an image that cannot be published."""
         env: dict[str, object] = {}
         tokens = self.md.parse(essay.body, env)
-        images, warnings = place_images(essay, tokens, self.settings.base_url)
+        images, warnings = place_images(essay, tokens, self.settings.site_url)
         return Body(tokens, self.md.renderer.render(tokens, self.md.options, env), images, warnings)
 
-    def context(self, essay: Essay) -> dict[str, object]:
+    @staticmethod
+    def context(essay: Essay) -> dict[str, object]:
+        """What an issue's templates get beside the globals: the essay, and the placeholder
+        each personal copy replaces with its reader's unsubscribe link."""
         return {
-            "site_name": self.settings.site_name,
-            "base_url": self.settings.base_url.rstrip("/"),
-            "archive_url": self.settings.base_url.rstrip("/") + "/",
-            "issue_url": issue_url(self.settings, essay.slug),
-            "language": self.settings.language,
+            "slug": essay.slug,
             "title": essay.title,
             "date": essay.date,
-            "date_text": f"{essay.date.day} {essay.date:%B %Y}",
             "summary": essay.summary,
             "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
         }
@@ -195,14 +182,8 @@ class Renderer:
         )
 
     def render_page(self, template: str, **values: object) -> str:
-        """Any other page (archive, feed) with the site-wide values filled in."""
+        """Any other page (archive, feed, the signup form)."""
         try:
-            return self.env.get_template(template).render(
-                site_name=self.settings.site_name,
-                base_url=self.settings.base_url.rstrip("/"),
-                archive_url=self.settings.base_url.rstrip("/") + "/",
-                language=self.settings.language,
-                **values,
-            )
+            return self.env.get_template(template).render(**values)
         except jinja2.TemplateError as exc:
             raise _template_problem(exc, self.settings.templates_path) from None

@@ -35,7 +35,8 @@ from sqlalchemy import Connection, select
 from .config import Settings
 from .errors import NewsletterError
 from .messages import Issue, Recipient
-from .render import inline_css, template_environment
+from .inliner import inline_css
+from .render import template_environment
 from .store import Store
 from .store import signups as requests
 from .store import subscribers as ops
@@ -140,7 +141,7 @@ class Signups:
         self._forms = Signer(secret, fallbacks, salt=FORM_SALT)
         self._unsubscribe = Signer(secret, fallbacks)
         self._digest_key = hashlib.sha256(b"newsletter.log-digest" + secret.encode()).digest()
-        self.env = template_environment(settings.templates_path)
+        self.env = template_environment(settings)
 
     # -- the form ---------------------------------------------------------
     def form_token(self, now: float | None = None) -> str:
@@ -204,8 +205,15 @@ class Signups:
             # against the same daily limit, so it cannot be used to flood anyone.
             kind = SignupKind.NOTICE if subscriber.status == ACTIVE else SignupKind.CONFIRM
             signup = requests.record(conn, subscriber.id, kind, form, network, at)
+        if not self._send(subscriber, signup):
+            return Outcome.NOT_SENT
+        log.info("signup from %s: %s to address %s", network, kind, self.digest(email))
+        return Outcome.CONFIRMATION_SENT if kind == SignupKind.CONFIRM else Outcome.NOTICE_SENT
+
+    def _send(self, subscriber: ops.Subscriber, signup: requests.Signup) -> bool:
+        """Send the signup's email (a confirmation, or a notice to an active address); False, logged, if it failed."""
         try:
-            if kind == SignupKind.CONFIRM:
+            if signup.kind == SignupKind.CONFIRM:
                 deliver(self.settings, *self._confirmation_email(subscriber, signup))
             else:
                 deliver(self.settings, *self._notice_email(subscriber))
@@ -215,10 +223,9 @@ class Signups:
             if isinstance(exc, DeliveryFailed):  # surely not sent: the request counts for nothing
                 with self.store.begin() as conn:
                     requests.forget(conn, signup.id)
-            log.error("signup email to address %s not sent: %s", self.digest(email), exc.__class__.__name__)
-            return Outcome.NOT_SENT
-        log.info("signup from %s: %s to address %s", network, kind, self.digest(email))
-        return Outcome.CONFIRMATION_SENT if kind == SignupKind.CONFIRM else Outcome.NOTICE_SENT
+            log.error("signup email to address %s not sent: %s", self.digest(subscriber.email), exc.__class__.__name__)
+            return False
+        return True
 
     def _refused(self, outcome: Outcome, post: Post, network: str) -> Outcome:
         log.warning("signup %s (address %s, network %s)", outcome, self.digest(post.email), network)
@@ -227,7 +234,7 @@ class Signups:
     # -- the link ---------------------------------------------------------
     def link(self, signup: requests.Signup) -> str:
         token = self._links.sign(f"{signup.id}:{int(signup.requested_at.replace(tzinfo=dt.UTC).timestamp())}")
-        return f"{self.settings.base_url.rstrip('/')}/confirm?token={token}"
+        return f"{self.settings.site_url}/confirm?token={token}"
 
     def _signup_for(self, conn: Connection, token: str, now: dt.datetime) -> tuple[requests.Signup, ops.Subscriber]:
         forged = LinkProblem("forged", "This confirmation link is incomplete or not one of ours. Please use the "
@@ -289,10 +296,7 @@ class Signups:
     def _render(self, template: str, subject: str, slug: str, **values: object) -> Issue:
         from .personalize import UNSUBSCRIBE_PLACEHOLDER
 
-        base = self.settings.base_url.rstrip("/")
-        context = {"site_name": self.settings.site_name, "base_url": base, "archive_url": base + "/",
-                   "language": self.settings.language, "subject": subject,
-                   "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER, **values}
+        context = {"subject": subject, "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER, **values}
         html = inline_css(self.env.get_template(f"{template}.html.j2").render(context))
         text = self.env.get_template(f"{template}.txt.j2").render(context)
         return Issue(slug=slug, subject=subject, html=html, text=text)

@@ -5,11 +5,18 @@ when they would not fit in 72 columns)."""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 WIDTH = 72
+# Inline tokens written as the writer typed them, and the marks that stand for emphasis.
+_AS_TYPED = frozenset({"text", "code_inline", "html_inline", "image"})
+_MARKS = {
+    "softbreak": " ", "hardbreak": "\n",
+    "em_open": "_", "em_close": "_", "strong_open": "*", "strong_close": "*", "s_open": "~~", "s_close": "~~",
+}
 
 
 class _Writer:
@@ -56,34 +63,28 @@ class _Writer:
         starts: list[int] = []
         for child in token.children or []:
             kind = child.type
-            if kind in ("text", "code_inline", "html_inline"):
-                out.append(child.content)
-            elif kind == "softbreak":
-                out.append(" ")
-            elif kind == "hardbreak":
-                out.append("\n")
-            elif kind == "image":
+            if kind in _AS_TYPED:
                 out.append(child.content or "")
+            elif kind in _MARKS:
+                out.append(_MARKS[kind])
             elif kind == "link_open":
                 href = child.attrs.get("href")
                 hrefs.append(str(href) if href else None)
                 starts.append(len(out))
             elif kind == "link_close":
-                href = hrefs.pop() if hrefs else None
                 label = "".join(out[starts.pop() if starts else len(out):])
-                if href and href not in (label, f"mailto:{label}"):
-                    if href not in self.links:
-                        self.links.append(href)
-                    out.append(f" [{self.links.index(href) + 1}]")
-            elif kind in ("em_open", "em_close"):
-                out.append("_")
-            elif kind in ("strong_open", "strong_close"):
-                out.append("*")
-            elif kind in ("s_open", "s_close"):
-                out.append("~~")
+                out.append(self.reference(hrefs.pop() if hrefs else None, label))
             elif kind == "footnote_ref":
                 out.append(f"[^{int(child.meta['id']) + 1}]")
         return "".join(out)
+
+    def reference(self, href: str | None, label: str) -> str:
+        """" [n]" after a link's text, n numbering its target among the links; "" when the text is the target."""
+        if not href or href in (label, f"mailto:{label}"):
+            return ""
+        if href not in self.links:
+            self.links.append(href)
+        return f" [{self.links.index(href) + 1}]"
 
     def table(self, rows: list[list[str]], aligns: list[str]) -> None:
         """Columns when they fit the width, else each row as 'Header: value' lines."""
@@ -117,65 +118,120 @@ def markdown_to_text(md: MarkdownIt, source: str, width: int = WIDTH) -> tuple[s
 
 def tokens_to_text(tokens: list[Token], width: int = WIDTH) -> tuple[str, list[str]]:
     """The parsed body as plain text, and the link targets its [n] marks refer to."""
-    writer = _Writer(width)
-    heading_level = 0
-    rows: list[list[str]] | None = None  # inside a table
-    aligns: list[str] = []
+    writer = _Blocks(width)
     for token in tokens:
-        kind = token.type
-        if rows is not None and kind == "inline":
-            rows[-1].append(writer.inline(token).strip())
-        elif kind == "table_open":
-            rows, aligns = [], []
-        elif kind == "tr_open" and rows is not None:
-            rows.append([])
-        elif kind == "th_open":
-            aligns.append("right" if "right" in str(token.attrs.get("style", "")) else "left")
-        elif kind == "table_close" and rows is not None:
-            if rows:
-                writer.table(rows, aligns)
-            rows = None
-        elif kind == "footnote_block_open":
-            writer.blocks.append("Notes:")
-        elif kind == "footnote_open":
-            writer.markers.append(f"[^{int(token.meta['id']) + 1}] ")
-            writer.fresh_item = True
-        elif kind == "footnote_close":
-            writer.markers.pop()
-        elif kind == "heading_open":
-            heading_level = int(token.tag[1])
-        elif kind == "heading_close":
-            heading_level = 0
-        elif kind == "inline":
-            text = writer.inline(token)
-            if heading_level:
-                first, _ = writer.prefixes()
-                underline = "=" if heading_level == 1 else "-"
-                writer.blocks.append(f"{first}{text}\n{first}{underline * min(len(text), width - len(first))}")
-            else:
-                writer.paragraph(text)
-        elif kind == "blockquote_open":
-            writer.quote_depth += 1
-        elif kind == "blockquote_close":
-            writer.quote_depth -= 1
-        elif kind == "ordered_list_open":
-            writer.list_counters.append(int(token.attrs.get("start", 1) or 1))
-        elif kind == "bullet_list_open":
-            writer.list_counters.append(None)
-        elif kind in ("ordered_list_close", "bullet_list_close"):
-            writer.list_counters.pop()
-        elif kind == "list_item_open":
-            counter = writer.list_counters[-1]
-            if counter is None:
-                writer.markers.append("- ")
-            else:
-                writer.markers.append(f"{token.info or counter}. ")
-                writer.list_counters[-1] = counter + 1
-            writer.fresh_item = True
-        elif kind == "list_item_close":
-            writer.markers.pop()
-        elif kind in ("fence", "code_block"):
-            writer.blocks.append(textwrap.indent(token.content.rstrip("\n"), "    "))
-        elif kind == "hr":
-            writer.blocks.append("* * *")
+        writer.add(token)
     return "\n\n".join(writer.blocks), writer.links
+
+
+class _Blocks(_Writer):
+    """Writes block tokens one by one: each token type has its method in _BLOCK."""
+
+    def __init__(self, width: int):
+        super().__init__(width)
+        self.heading_level = 0
+        self.rows: list[list[str]] | None = None  # inside a table
+        self.aligns: list[str] = []
+
+    def add(self, token: Token) -> None:
+        if self.rows is not None and token.type == "inline":
+            self.rows[-1].append(self.inline(token).strip())
+            return
+        handler = _BLOCK.get(token.type)
+        if handler is not None:
+            handler(self, token)
+
+    def table_open(self, token: Token) -> None:
+        self.rows, self.aligns = [], []
+
+    def tr_open(self, token: Token) -> None:
+        if self.rows is not None:
+            self.rows.append([])
+
+    def th_open(self, token: Token) -> None:
+        self.aligns.append("right" if "right" in str(token.attrs.get("style", "")) else "left")
+
+    def table_close(self, token: Token) -> None:
+        if self.rows:
+            self.table(self.rows, self.aligns)
+        self.rows = None
+
+    def footnote_block_open(self, token: Token) -> None:
+        self.blocks.append("Notes:")
+
+    def footnote_open(self, token: Token) -> None:
+        self.markers.append(f"[^{int(token.meta['id']) + 1}] ")
+        self.fresh_item = True
+
+    def item_close(self, token: Token) -> None:
+        self.markers.pop()
+
+    def heading_open(self, token: Token) -> None:
+        self.heading_level = int(token.tag[1])
+
+    def heading_close(self, token: Token) -> None:
+        self.heading_level = 0
+
+    def text(self, token: Token) -> None:
+        text = self.inline(token)
+        if not self.heading_level:
+            self.paragraph(text)
+            return
+        first, _ = self.prefixes()
+        underline = "=" if self.heading_level == 1 else "-"
+        self.blocks.append(f"{first}{text}\n{first}{underline * min(len(text), self.width - len(first))}")
+
+    def blockquote_open(self, token: Token) -> None:
+        self.quote_depth += 1
+
+    def blockquote_close(self, token: Token) -> None:
+        self.quote_depth -= 1
+
+    def ordered_list_open(self, token: Token) -> None:
+        self.list_counters.append(int(token.attrs.get("start", 1) or 1))
+
+    def bullet_list_open(self, token: Token) -> None:
+        self.list_counters.append(None)
+
+    def list_close(self, token: Token) -> None:
+        self.list_counters.pop()
+
+    def list_item_open(self, token: Token) -> None:
+        counter = self.list_counters[-1]
+        if counter is None:
+            self.markers.append("- ")
+        else:
+            self.markers.append(f"{token.info or counter}. ")
+            self.list_counters[-1] = counter + 1
+        self.fresh_item = True
+
+    def code(self, token: Token) -> None:
+        self.blocks.append(textwrap.indent(token.content.rstrip("\n"), "    "))
+
+    def hr(self, token: Token) -> None:
+        self.blocks.append("* * *")
+
+
+_BLOCK: dict[str, Callable[[_Blocks, Token], None]] = {
+    "table_open": _Blocks.table_open,
+    "tr_open": _Blocks.tr_open,
+    "th_open": _Blocks.th_open,
+    "table_close": _Blocks.table_close,
+    "footnote_block_open": _Blocks.footnote_block_open,
+    "footnote_open": _Blocks.footnote_open,
+    "footnote_close": _Blocks.item_close,
+    "heading_open": _Blocks.heading_open,
+    "heading_close": _Blocks.heading_close,
+    "inline": _Blocks.text,
+    "blockquote_open": _Blocks.blockquote_open,
+    "blockquote_close": _Blocks.blockquote_close,
+    "ordered_list_open": _Blocks.ordered_list_open,
+    "bullet_list_open": _Blocks.bullet_list_open,
+    "ordered_list_close": _Blocks.list_close,
+    "bullet_list_close": _Blocks.list_close,
+    "list_item_open": _Blocks.list_item_open,
+    "list_item_close": _Blocks.item_close,
+    "fence": _Blocks.code,
+    "code_block": _Blocks.code,
+    "hr": _Blocks.hr,
+}

@@ -132,7 +132,7 @@ def _refuse_lost_secret(path: Path, database: Path, *, empty: bool = False) -> N
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for table in ("subscribers", "sends"):
             if table in tables:
-                found[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
+                found[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # fixed table names, nothing from outside
     if not any(found.values()):
         return
     held = " and ".join(f"{n} {table if n != 1 else table.removesuffix('s')}" for table, n in found.items() if n)
@@ -206,4 +206,4 @@ class Signer:
 
 def unsubscribe_url(settings: Settings, token: str) -> str:
     # Tokens hold only URL-safe characters (digits, slug characters, ':', '.', base64url), so no quoting.
-    return f"{settings.base_url.rstrip('/')}/unsubscribe?token={token}"
+    return f"{settings.site_url}/unsubscribe?token={token}"

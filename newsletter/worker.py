@@ -172,7 +172,7 @@ class Worker:
         """Take one due batch, with its recipients, or None when there is none."""
         scheduler = self.scheduler
 
-        def take(conn: Connection) -> Claimed | None | bool:
+        def take(conn: Connection) -> Claimed | bool | None:
             got = ops.claim(conn, scheduler.id, self.provider.name, utcnow(), self.store.dialect == "postgresql")
             if isinstance(got, Claimed):
                 scheduler.load_issue(conn, got.batch.send_id)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def _cert(subject: str, issuer_name: x509.Name, public_key, signing_key, ca: bool) -> x509.Certificate:  # noqa: ANN001
+def _cert(subject: str, issuer_name: x509.Name, public_key, signing_key, ca: bool) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()

@@ -1,13 +1,17 @@
-"""Shared fixtures: a fresh copy of the sample project, and settings that point at it."""
+"""Shared fixtures and helpers: a fresh copy of the sample project, settings that point
+at it, stores on SQLite and PostgreSQL, servers to send to; and the helpers tests share.
+A test module imports helpers from here (or from the helper modules beside it), never
+from another test module."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,10 +19,18 @@ from newsletter.config import Settings, load_settings
 from newsletter.store import Store
 
 if TYPE_CHECKING:
+    from click.testing import Result
+
+    from newsletter.providers import Provider
+    from newsletter.scheduler import Scheduler
+    from newsletter.store.sends import SendSummary
+
     from .sendgrid_server import SendGridServer
     from .smtp_server import SmtpServer
 
 REPO = Path(__file__).resolve().parent.parent
+NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"  # the sample's newest issue
+SECRET = "test-secret-for-signing-links"  # NEWSLETTER_SECRET of store_settings
 SHARED = REPO.parent / "shared"
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -101,8 +113,8 @@ def database_url(request: pytest.FixtureRequest, project: Path) -> str:
 def store_settings(settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings on each database in turn; the CLI sees the same through the environment."""
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-for-signing-links")
-    return dataclasses.replace(settings, database_url=database_url, secret="test-secret-for-signing-links")
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    return dataclasses.replace(settings, database_url=database_url, secret=SECRET)
 
 
 @pytest.fixture
@@ -143,6 +155,90 @@ def newsletter_with_list(store_settings: Settings, store: Store) -> Settings:
     return store_settings
 
 
+class FreshStore:
+    """The sample newsletter built and its list imported into a fresh database (SQLite, then
+    PostgreSQL): sends and batches driven through the library, without the command line."""
+
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.store = store
+
+    def queue(self, issue: str = NEWEST, *, at: dt.datetime | None = None, again: bool = False) -> int:
+        """Queue the built issue, due now unless `at` (naive UTC); returns the send's number."""
+        from newsletter.build import ready_issue
+        from newsletter.sends import queue
+        from newsletter.store.schema import utcnow
+
+        essay, built = ready_issue(self.settings, issue)
+        with self.store.begin() as conn:
+            return queue(conn, essay.slug, built.subject, built.html, built.text, at or utcnow(), again=again)
+
+    def scheduler(self, provider: Provider | None = None, **changes: Any) -> Scheduler:
+        """A scheduler on this store, with these settings changed (batch_size=5), through `provider`
+        (by default the one the settings name)."""
+        from newsletter.providers import get_provider
+        from newsletter.scheduler import Scheduler
+
+        settings = dataclasses.replace(self.settings, **changes)
+        return Scheduler(self.store, settings, provider or get_provider(settings), SECRET)
+
+    def summaries(self) -> list[SendSummary]:
+        """Every send, newest first, with its deliveries counted by status."""
+        from newsletter.sends import summaries
+
+        with self.store.engine.connect() as conn:
+            return summaries(conn)
+
+    def add_readers(self, count: int, start: int = 0) -> None:
+        add_readers(self.store, count, start)
+
+    def active_emails(self) -> set[str]:
+        return active_emails(self.store)
+
+
+@pytest.fixture
+def fresh_store(newsletter_with_list: Settings, store: Store) -> FreshStore:
+    return FreshStore(newsletter_with_list, store)
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    """The command line, in this process: `newsletter ARGS`."""
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def queue_now(issue: str = NEWEST, *extra: str) -> Result:
+    """`newsletter queue ISSUE --at now --yes`, which must succeed."""
+    result = run("queue", issue, "--at", "now", "--yes", *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def active_emails(store: Store) -> set[str]:
+    from newsletter.store import subscribers as ops
+
+    with store.engine.connect() as conn:
+        return {s.email for s in ops.iter_subscribers(conn, ("active",))}
+
+
+def add_readers(store: Store, count: int, start: int = 0) -> None:
+    """`count` more active subscribers, reader<n>@example.net, added in one statement."""
+    from sqlalchemy import insert
+
+    from newsletter.store.schema import subscribers, utcnow
+
+    now = utcnow()
+    with store.begin() as conn:
+        conn.execute(insert(subscribers), [
+            dict(email=f"reader{n}@example.net", email_key=f"reader{n}@example.net", name="", attributes={},
+                 status="active", source="test", created_at=now, updated_at=now, status_changed_at=now)
+            for n in range(start, start + count)
+        ])
+
+
 def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
     """A CSV file with exactly these bytes (after encoding), for import tests."""
     path.write_bytes(text.encode(encoding))
@@ -157,7 +253,7 @@ def statuses_in(store: Store) -> dict[str, str]:
         return {s.email: s.status for s in ops.iter_subscribers(conn)}
 
 
-def sendgrid_signed(key, body: bytes) -> dict[str, str]:  # noqa: ANN001 - an ec.EllipticCurvePrivateKey
+def sendgrid_signed(key, body: bytes) -> dict[str, str]:  # an ec.EllipticCurvePrivateKey
     """Headers that sign `body` for SendGrid's Event Webhook with `key`, as SendGrid does."""
     import base64
     import time
@@ -171,7 +267,7 @@ def sendgrid_signed(key, body: bytes) -> dict[str, str]:  # noqa: ANN001 - an ec
             "X-Twilio-Email-Event-Webhook-Timestamp": stamp, "Content-Type": "application/json"}
 
 
-def sendgrid_public_key(key) -> str:  # noqa: ANN001
+def sendgrid_public_key(key) -> str:
     """The key as SendGrid shows it in its settings: base64 of the DER public key."""
     import base64
 
@@ -206,7 +302,7 @@ def form_started(settings: Settings, seconds_ago: float) -> str:
 
     from newsletter.signup import Signups
 
-    return Signups(settings, None, settings.secret).form_token(time.time() - seconds_ago)  # type: ignore[arg-type]
+    return Signups(settings, None, settings.secret).form_token(time.time() - seconds_ago)
 
 
 ESSAYS = Path(__file__).parent / "essays"

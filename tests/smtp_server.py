@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import socket
 import threading
 import time
+from typing import Any
 
 from aiosmtpd.controller import Controller
 
@@ -38,7 +40,7 @@ class Recorder:
         self.drop_data: set[str] = set()
         self.rcpt_answers: list[tuple[str, str]] = []
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
             if address in self.refuse_rcpt:
                 answer = self.refuse_rcpt[address]
@@ -51,7 +53,7 @@ class Recorder:
             self.rcpt_answers.append((address, answer))
         return answer
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+    async def handle_DATA(self, server, session, envelope):
         with self.lock:
             self.arrivals.append(time.monotonic())
             self.in_data += 1
@@ -64,7 +66,7 @@ class Recorder:
             with self.lock:
                 self.in_data -= 1
 
-    def _take(self, server, session, envelope):  # noqa: ANN001, ANN202
+    def _take(self, server, session, envelope):
         if self.delay:
             time.sleep(self.delay)  # block the loop on purpose: a slow server
         for address in envelope.rcpt_tos:
@@ -96,16 +98,16 @@ def free_port() -> int:
 class SmtpServer:
     """Plain by default; with `tls_context` and `login` it insists on STARTTLS, then AUTH."""
 
-    def __init__(self, tls_context=None, login: tuple[str, str] | None = None, smtputf8: bool = False) -> None:  # noqa: ANN001
+    def __init__(self, tls_context=None, login: tuple[str, str] | None = None, smtputf8: bool = False) -> None:
         from aiosmtpd.smtp import AuthResult
 
         self.recorder = Recorder()
         self.port = free_port()
-        extra = {}
+        extra: dict[str, Any] = {}
         if tls_context is not None:
             extra.update(tls_context=tls_context, require_starttls=True)
         if login is not None:
-            def authenticate(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+            def authenticate(server, session, envelope, mechanism, auth_data):
                 given = (auth_data.login.decode(), auth_data.password.decode())
                 return AuthResult(success=given == login, auth_data=auth_data)
 
@@ -122,3 +124,70 @@ class SmtpServer:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+class ScriptedSmtp:
+    """A bare SMTP server on 127.0.0.1 that answers as told, for what a real one will not do on
+    cue: `answers[command]` is a list of replies to give to that command (MAIL, RCPT, DATA for the
+    reply after the message, "DATA command" for the DATA command itself, RSET, AUTH), one per time
+    it is asked, then "250 OK" (354 for DATA); a reply of
+    "close" drops the connection instead. EHLO offers `extensions`. `connections` counts them."""
+
+    def __init__(self, answers: dict[str, list[str]] | None = None, extensions: tuple[str, ...] = ("8BITMIME",)) -> None:
+        self.answers = {command: list(replies) for command, replies in (answers or {}).items()}
+        self.extensions = extensions
+        self.connections = 0
+        self.delivered = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> ScriptedSmtp:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn, conn.makefile("rb") as reader, contextlib.suppress(OSError):  # a client that went away
+                self._session(conn, reader)
+
+    def _reply(self, command: str) -> str:
+        replies = self.answers.get(command)
+        return replies.pop(0) if replies else "250 OK"
+
+    def _session(self, conn: socket.socket, reader: Any) -> None:
+        conn.sendall(b"220 scripted ready\r\n")
+        for raw in reader:
+            command = raw.decode("ascii", "replace").split(" ", 1)[0].strip().upper()
+            if command == "EHLO":
+                lines = ["localhost", *self.extensions]
+                answer = "\r\n".join(f"250{'-' if n < len(lines) - 1 else ' '}{line}" for n, line in enumerate(lines))
+            elif command == "DATA" and self.answers.get("DATA command"):
+                answer = self._reply("DATA command")  # refused before the message
+            elif command == "DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                for line in reader:
+                    if line == b".\r\n":
+                        break
+                answer = self._reply("DATA")
+                self.delivered += answer.startswith("250")
+            elif command == "QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                answer = self._reply(command)
+            if answer == "close":
+                return
+            conn.sendall(answer.encode() + b"\r\n")

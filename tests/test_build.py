@@ -64,8 +64,8 @@ def test_every_sentence_of_the_source_essays_is_kept_and_no_debris(built: Settin
     published = " ".join(
         text_part_prose((d / "email.txt").read_text(encoding="utf-8")) for d in issue_dirs(built)
     )
-    for line in source.splitlines():
-        line = fold(re.sub(r"^\d+\. ", "", line.strip()))
+    for raw in source.splitlines():
+        line = fold(re.sub(r"^\d+\. ", "", raw.strip()))
         if not line or line in DEBRIS:
             continue
         # The source breaks one paragraph over two lines; each half must still be there.
@@ -163,6 +163,25 @@ def assert_matches_golden(actual: str, golden: Path) -> None:
 @pytest.mark.parametrize("golden", sorted(GOLDEN_FILES))
 def test_output_matches_golden_file(built: Settings, golden: str) -> None:
     assert_matches_golden((built.output_path / GOLDEN_FILES[golden]).read_text(encoding="utf-8"), GOLDEN / golden)
+
+
+# What differs from one copy to the next by design: when and under which id it was made, its MIME boundary.
+VOLATILE = [(re.compile(r"^(Date|Message-ID): .*$", re.MULTILINE), r"\1: (masked)"),
+            (re.compile(r"={15}\d+=="), "===============(boundary)==")]
+
+
+def test_a_personal_copy_matches_golden_file(built: Settings) -> None:
+    """The .eml a reader gets, headers and both parts, with its volatile headers masked."""
+    from newsletter.build import ready_issue
+    from newsletter.messages import Recipient, personal_copy
+
+    _, issue = ready_issue(built, GOLDEN_SLUG)
+    reader = Recipient(email="ada@example.net", name="Ada Lovelace",
+                       unsubscribe_url="https://news.example.org/unsubscribe?token=1:say-what-you-mean.signature")
+    message = personal_copy(built, issue, reader).decode("ascii")
+    for pattern, mask in VOLATILE:
+        message = pattern.sub(mask, message)
+    assert_matches_golden(message, GOLDEN / f"{GOLDEN_SLUG}.eml")
 
 
 def test_rich_markdown_text_part_matches_golden_file(hard_essay: Settings) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
+from typing import ClassVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -143,7 +145,7 @@ def test_queue_refuses_an_issue_with_errors_unless_forced(store_settings: Settin
 
 
 class _Site(BaseHTTPRequestHandler):
-    seen: list[tuple[str, str, float]] = []
+    seen: ClassVar[list[tuple[str, str, float]]] = []
 
     def _answer(self) -> None:
         type(self).seen.append((self.command, self.path, time.monotonic()))
@@ -185,7 +187,7 @@ def test_online_check_reports_dead_and_slow_links_politely(settings: Settings, s
     ]
     assert ("GET", "/no-head") in [(m, p) for m, p, _ in _Site.seen]
     times = sorted(t for _, _, t in _Site.seen)
-    assert all(b - a >= 0.19 for a, b in zip(times, times[1:], strict=False)), "requests to one site must be spaced"
+    assert all(b - a >= 0.19 for a, b in itertools.pairwise(times)), "requests to one site must be spaced"
 
 
 def test_without_online_no_external_link_is_fetched(settings: Settings, site: str) -> None:

@@ -17,12 +17,12 @@ from .conftest import statuses_in
 NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
 @pytest.fixture
-def smtp_env(smtp_server, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
+def smtp_env(smtp_server, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("NEWSLETTER_PROVIDER", "smtp")
     monkeypatch.setenv("NEWSLETTER_SMTP_URL", smtp_server.url)
     monkeypatch.setenv("NEWSLETTER_BATCH_SIZE", "5")

@@ -39,7 +39,7 @@ def test_wrong_type_is_named(project: Path) -> None:
     with pytest.raises(ConfigError, match="'site_name' must be a string"):
         load_settings(project, environ={})
     (project / "newsletter.toml").write_text("", encoding="utf-8")
-    with pytest.raises(ConfigError, match="NEWSLETTER_BATCH_SIZE.*whole number"):
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_BATCH_SIZE.*whole number"):
         load_settings(project, environ={"NEWSLETTER_BATCH_SIZE": "lots"})
 
 

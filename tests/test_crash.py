@@ -17,10 +17,10 @@ from newsletter.config import Settings
 from newsletter.store import Store
 from newsletter.store.schema import batches, deliveries, subscribers
 
-from .test_send import active_emails, add_readers, queue_now, run
+from .conftest import active_emails, add_readers, queue_now, run
 
 
-def smtp_env(server) -> dict[str, str]:  # noqa: ANN001
+def smtp_env(server) -> dict[str, str]:
     """Settings for scheduler processes that send through the test SMTP server, ten at a time, one connection."""
     return {"NEWSLETTER_PROVIDER": "smtp", "NEWSLETTER_SMTP_URL": server.url, "NEWSLETTER_BATCH_SIZE": "10",
             "NEWSLETTER_LEASE_SECONDS": str(LEASE), "NEWSLETTER_CONCURRENCY": "1"}
@@ -37,7 +37,7 @@ def scheduler_process(settings: Settings, *options: str, **env: str) -> subproce
     )
 
 
-def wait_for(condition, seconds: float = 30.0) -> None:  # noqa: ANN001
+def wait_for(condition, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:

@@ -45,7 +45,7 @@ def test_a_published_issue_made_a_draft_is_taken_down(settings: Settings) -> Non
     assert "Not yet, please" not in (settings.output_path / "index.html").read_text(encoding="utf-8")
 
 
-def test_a_draft_is_404_on_serve(with_draft: Settings, store) -> None:  # noqa: ANN001
+def test_a_draft_is_404_on_serve(with_draft: Settings, store) -> None:
     build(with_draft)
     build(with_draft, drafts=True)  # the preview's build must not leak into what serve publishes
     client = TestClient(create_app(with_draft, store, "secret"))

@@ -22,7 +22,7 @@ class Images(HTMLParser):
         super().__init__()
         self.found: list[dict[str, str | None]] = []
 
-    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+    def handle_starttag(self, tag, attrs):
         if tag == "img":
             self.found.append(dict(attrs))
 

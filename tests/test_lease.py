@@ -31,7 +31,7 @@ NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
 LEASE = 3.0  # seconds: short for a test, yet long enough for a loaded machine
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
@@ -45,7 +45,7 @@ def readers(store: Store, count: int) -> set[str]:
         return {s.email for s in ops.iter_subscribers(conn, ("active",))}
 
 
-def provider_env(server, concurrency: int = 1) -> dict[str, str]:  # noqa: ANN001
+def provider_env(server, concurrency: int = 1) -> dict[str, str]:
     """Settings that send through this test server (SMTP or SendGrid), ten at a time."""
     if isinstance(server, SendGridServer):
         chosen = {"NEWSLETTER_PROVIDER": "sendgrid", "SENDGRID_API_KEY": API_KEY, "NEWSLETTER_SENDGRID_HOST": server.host}
@@ -55,12 +55,12 @@ def provider_env(server, concurrency: int = 1) -> dict[str, str]:  # noqa: ANN00
             "NEWSLETTER_CONCURRENCY": str(concurrency)}
 
 
-def received(server) -> list[str]:  # noqa: ANN001
+def received(server) -> list[str]:
     """Every address the server took a message for, in order, repeats included."""
     return server.emails() if isinstance(server, SendGridServer) else server.recorder.recipients()
 
 
-def slow_down(server, seconds: float) -> None:  # noqa: ANN001
+def slow_down(server, seconds: float) -> None:
     """Make the server take this long over each message (SMTP) or request (SendGrid)."""
     if isinstance(server, SendGridServer):
         server.delay = seconds
@@ -83,7 +83,7 @@ def no_scheduler_left_behind() -> Iterator[None]:
         process.communicate()
 
 
-def scheduler(settings: Settings, server, *options: str, concurrency: int = 1) -> subprocess.Popen:  # noqa: ANN001
+def scheduler(settings: Settings, server, *options: str, concurrency: int = 1) -> subprocess.Popen:
     env = {**os.environ, **provider_env(server, concurrency)}
     process = subprocess.Popen([sys.executable, "-m", "newsletter", "scheduler", *(options or ("--once",))], cwd=settings.root,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -91,7 +91,7 @@ def scheduler(settings: Settings, server, *options: str, concurrency: int = 1) -
     return process
 
 
-def wait_for(condition, seconds: float = 30.0) -> None:  # noqa: ANN001
+def wait_for(condition, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
@@ -156,7 +156,7 @@ def freeze_outside_a_write(process: subprocess.Popen, settings: Settings) -> Non
     raise AssertionError("the scheduler held the write lock at every try")
 
 
-def kill_at_random_then_recover(settings: Settings, store: Store, server, trials: int) -> None:  # noqa: ANN001
+def kill_at_random_then_recover(settings: Settings, store: Store, server, trials: int) -> None:
     """Kill -9 the scheduler, with two workers, at random moments; rerun it, resend what is in doubt: nobody is lost.
 
     SMTP settles each message before the next, so a kill leaves at most the one
@@ -261,10 +261,10 @@ def test_a_scheduler_that_lost_its_lease_leaves_the_new_owners_claim_alone(newsl
     class OneByOne:
         name = "smtp"
 
-        def __init__(self, on_first=None) -> None:  # noqa: ANN001
+        def __init__(self, on_first=None) -> None:
             self.on_first = on_first
 
-        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:
             for recipient in recipients:
                 if not outcomes.may_send():
                     return {}
@@ -347,7 +347,7 @@ def test_after_a_power_cut_the_unrecorded_rest_of_a_batch_is_in_doubt_not_sent_a
     class Dies:
         name = "smtp"
 
-        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:
             for n, recipient in enumerate(recipients):
                 if n == 3:
                     raise KeyboardInterrupt("the machine stops")
@@ -356,7 +356,7 @@ def test_after_a_power_cut_the_unrecorded_rest_of_a_batch_is_in_doubt_not_sent_a
             return {}
 
     class Sends(Dies):
-        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:
             for recipient in recipients:
                 sent.append(recipient.email)
                 outcomes.settle(recipient, DeliveryStatus.SENT)
@@ -397,7 +397,7 @@ def test_recovery_while_the_late_schedulers_workers_still_finish_neither_deadloc
     class Late:
         name = "smtp"
 
-        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:  # noqa: ANN001
+        def send(self, issue, recipients, outcomes: Outcomes) -> dict[int, str]:
             for n, recipient in enumerate(recipients):
                 with lock:
                     if n == 2 and not expired.is_set():

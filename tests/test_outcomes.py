@@ -23,7 +23,7 @@ from .smtp_server import SmtpServer
 NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
@@ -219,11 +219,10 @@ def test_hostile_names_and_addresses_get_one_copy_each_or_fail_alone(store_setti
 
 def test_a_message_that_cannot_be_built_fails_that_recipient_alone_in_the_outbox(newsletter_with_list: Settings, store: Store,
                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.messages import personal_copy as real
     from newsletter.providers import outbox
 
-    real = outbox.personal_copy
-
-    def build(settings, issue, recipient, utf8=False):  # noqa: ANN001, ANN202
+    def build(settings, issue, recipient, utf8=False):
         if recipient.email.startswith("ada."):
             raise ValueError("cannot build this one")
         return real(settings, issue, recipient, utf8)
@@ -245,7 +244,7 @@ def test_an_unexpected_error_holds_that_send_and_the_next_goes_out(newsletter_wi
 
     real = OutboxProvider.send
 
-    def broken_for_send_1(self, issue, recipients, outcomes):  # noqa: ANN001, ANN202
+    def broken_for_send_1(self, issue, recipients, outcomes):
         if issue.send_id == 1:
             raise RuntimeError("a bug")
         return real(self, issue, recipients, outcomes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 from newsletter.pace import HOLD, Pace
@@ -20,7 +21,7 @@ def test_max_per_second_spaces_messages_evenly_at_exactly_that_rate() -> None:
     pace = Pace(per_second=20, clock=clock)
     starts = [clock.now + pace.reserve() for _ in range(100)]
     assert starts[0] == clock.now, "the first goes at once"
-    gaps = {round(b - a, 9) for a, b in zip(starts, starts[1:], strict=False)}
+    gaps = {round(b - a, 9) for a, b in itertools.pairwise(starts)}
     assert gaps == {0.05}, "one every 1/20 s, never a burst"
     assert round(99 / (starts[-1] - starts[0]), 6) == 20
 

@@ -23,7 +23,7 @@ from .sendgrid_server import API_KEY, SendGridServer
 NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 

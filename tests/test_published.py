@@ -13,7 +13,7 @@ ISSUE = "2017-02-13-say-what-you-mean"
 
 
 @pytest.fixture
-def client(settings: Settings, store) -> TestClient:  # noqa: ANN001
+def client(settings: Settings, store) -> TestClient:
     assert build(settings).ok
     return TestClient(create_app(settings, store, "secret"), follow_redirects=False)
 

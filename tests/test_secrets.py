@@ -53,7 +53,7 @@ def links_in_the_outbox(settings: Settings) -> dict[str, str]:
 
 def status_of(store: Store, address: str) -> str:
     with store.engine.connect() as conn:
-        return ops.find(conn, address).status  # type: ignore[union-attr]
+        return ops.find(conn, address).status
 
 
 def test_a_link_from_a_real_eml_survives_rotation_only_while_the_old_secret_is_a_fallback(
@@ -91,7 +91,7 @@ def test_a_lost_secret_file_beside_a_list_is_an_error_not_a_new_secret(settings:
     path = secret_file(settings)
     assert path is not None
     path.unlink()
-    with pytest.raises(ConfigError, match="secret is missing|is missing") as caught:
+    with pytest.raises(ConfigError, match=r"secret is missing|is missing") as caught:
         load_secret(settings)
     assert "holds 1 subscriber:" in str(caught.value) and "Restore the file" in str(caught.value)
     assert not path.exists(), "no new secret may be made over a list whose links need the old one"
@@ -118,7 +118,7 @@ def test_an_empty_secret_file_is_never_used_to_sign(settings: Settings) -> None:
     with store.begin() as conn:
         ops.add(conn, "ada@example.com")
     store.dispose()
-    with pytest.raises(ConfigError, match="is empty, but .* holds 1 subscriber:"):
+    with pytest.raises(ConfigError, match=r"is empty, but .* holds 1 subscriber:"):
         load_secret(settings)
     assert path.read_text() == "\n"
     result = CliRunner().invoke(cli, ["scheduler", "--once"])

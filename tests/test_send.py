@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import email
 import email.policy
@@ -11,37 +10,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
-from newsletter.cli import cli
 from newsletter.config import Settings
 from newsletter.messages import Issue, Recipient
-from newsletter.providers import Outcomes, get_provider
-from newsletter.scheduler import Scheduler
+from newsletter.providers import Outcomes
 from newsletter.sends import SendError, parse_when, summaries
 from newsletter.store import Store
 from newsletter.store import subscribers as ops
-from newsletter.store.schema import DeliveryStatus, batches, sends, subscribers, utcnow
+from newsletter.store.schema import DeliveryStatus, batches, sends
 from newsletter.tokens import Signer
 
-NEWEST = "2017-03-06-happy-families-lets-talk-about-new-labour"
-SECRET = "test-secret-for-signing-links"
-
-
-def run(*args: str, input: str | None = None):  # noqa: ANN201
-    return CliRunner().invoke(cli, list(args), input=input)
-
-
-def queue_now(issue: str = NEWEST, *extra: str):  # noqa: ANN201
-    result = run("queue", issue, "--at", "now", "--yes", *extra)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def active_emails(store: Store) -> set[str]:
-    with store.engine.connect() as conn:
-        return {s.email for s in ops.iter_subscribers(conn, ("active",))}
+from .conftest import NEWEST, SECRET, FreshStore, active_emails, queue_now, run
 
 
 def outbox_messages(settings: Settings) -> list[email.message.EmailMessage]:
@@ -49,20 +29,6 @@ def outbox_messages(settings: Settings) -> list[email.message.EmailMessage]:
         email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         for path in sorted(settings.outbox_path.glob("send-*/*.eml"))
     ]
-
-
-def add_readers(store: Store, count: int, start: int = 0) -> None:
-    now = utcnow()
-    with store.begin() as conn:
-        conn.execute(insert(subscribers), [
-            dict(email=f"reader{n}@example.net", email_key=f"reader{n}@example.net", name="", attributes={},
-                 status="active", source="test", created_at=now, updated_at=now, status_changed_at=now)
-            for n in range(start, start + count)
-        ])
-
-
-def scheduler_for(settings: Settings, store: Store, provider=None) -> Scheduler:  # noqa: ANN001
-    return Scheduler(store, settings, provider or get_provider(settings), SECRET)
 
 
 def test_outbox_send_gives_each_active_subscriber_one_complete_message(newsletter_with_list: Settings, store: Store) -> None:
@@ -144,43 +110,38 @@ def test_a_send_not_yet_due_waits(newsletter_with_list: Settings) -> None:
     assert not list(newsletter_with_list.outbox_path.rglob("*.eml"))
 
 
-def test_someone_who_unsubscribes_after_the_freeze_is_skipped(newsletter_with_list: Settings, store: Store, monkeypatch) -> None:
-    settings = dataclasses.replace(newsletter_with_list, batch_size=5)
-    queue_now()
-    scheduler = scheduler_for(settings, store)
+def test_someone_who_unsubscribes_after_the_freeze_is_skipped(fresh_store: FreshStore) -> None:
+    fresh_store.queue()
+    scheduler = fresh_store.scheduler(batch_size=5)
+    inner = scheduler.provider
     victim = "zoe.evans@example.org"
     sent_batches = []
 
     class UnsubscribeMidway:
         name = "outbox"
 
-        def __init__(self) -> None:
-            self.inner = get_provider(settings)
-
         def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
             sent_batches.append([r.email for r in recipients])
             if len(sent_batches) == 1:
-                with store.begin() as conn:
+                with fresh_store.store.begin() as conn:
                     ops.unsubscribe(conn, victim, "clicked unsubscribe")
-            return self.inner.send(issue, recipients, outcomes)
+            return inner.send(issue, recipients, outcomes)
 
     scheduler.provider = UnsubscribeMidway()
     report = scheduler.run_once()
     everyone = [e for batch in sent_batches for e in batch]
     assert victim not in everyone and report.skipped == 1
     assert len(everyone) == len(set(everyone))
-    with store.engine.connect() as conn:
-        assert summaries(conn)[0].counts == {"sent": len(everyone), "skipped": 1}
+    assert fresh_store.summaries()[0].counts == {"sent": len(everyone), "skipped": 1}
 
 
-def test_cancel_a_queued_send_and_stop_one_in_progress(newsletter_with_list: Settings, store: Store) -> None:
+def test_cancel_a_queued_send_and_stop_one_in_progress(fresh_store: FreshStore) -> None:
     queue_now()
     assert run("cancel", "1").exit_code == 0
     assert "Sent 0" in run("scheduler", "--once").output
 
-    settings = dataclasses.replace(newsletter_with_list, batch_size=5, concurrency=1)
-    queue_now(NEWEST, "--again")
-    scheduler = scheduler_for(settings, store)
+    second = fresh_store.queue(again=True)
+    scheduler = fresh_store.scheduler(batch_size=5, concurrency=1)
     inner = scheduler.provider
     calls = []
 
@@ -190,16 +151,15 @@ def test_cancel_a_queued_send_and_stop_one_in_progress(newsletter_with_list: Set
         def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
             calls.append(len(recipients))
             if len(calls) == 1:
-                assert run("cancel", "2").exit_code == 0
+                assert run("cancel", str(second)).exit_code == 0
             return inner.send(issue, recipients, outcomes)
 
     scheduler.provider = CancelAfterFirstBatch()
     scheduler.run_once()
     assert calls == [5], "the batch under way finishes, then nothing more"
-    with store.engine.connect() as conn:
-        send = summaries(conn, 2)[0]
+    send = next(s for s in fresh_store.summaries() if s.id == second)
     assert send.status == "cancelled" and send.counts["sent"] == 5 and send.counts["pending"] > 0
-    assert "cannot be cancelled" in run("cancel", "2").output
+    assert "cannot be cancelled" in run("cancel", str(second)).output
 
 
 def test_an_overdue_send_is_held_until_the_editor_confirms(newsletter_with_list: Settings, store: Store) -> None:
@@ -266,11 +226,10 @@ def test_smtp_server_that_is_down_defers_everyone_and_sends_nothing(newsletter_w
     assert "deferred" in result.output and "Next retry at" in result.output
 
 
-def test_batches_are_claimed_once_even_by_racing_schedulers_in_threads(newsletter_with_list: Settings, store: Store) -> None:
+def test_batches_are_claimed_once_even_by_racing_schedulers_in_threads(fresh_store: FreshStore) -> None:
     """Four schedulers in one process, on one database: still one copy each."""
-    add_readers(store, 300)
-    settings = dataclasses.replace(newsletter_with_list, batch_size=7)
-    queue_now()
+    fresh_store.add_readers(300)
+    fresh_store.queue()
     seen: list[str] = []
     lock = threading.Lock()
 
@@ -284,15 +243,15 @@ def test_batches_are_claimed_once_even_by_racing_schedulers_in_threads(newslette
                 outcomes.settle(recipient, DeliveryStatus.SENT)
             return {}
 
-    runners = [scheduler_for(settings, store, Counting()) for _ in range(4)]
+    runners = [fresh_store.scheduler(Counting(), batch_size=7) for _ in range(4)]
     threads = [threading.Thread(target=r.run_once) for r in runners]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert Counter(seen).most_common(1)[0][1] == 1
-    assert set(seen) == active_emails(store)
-    with store.engine.connect() as conn:
+    assert set(seen) == fresh_store.active_emails()
+    with fresh_store.store.engine.connect() as conn:
         assert conn.execute(select(sends.c.status)).scalar() == "sent"
         assert set(conn.execute(select(batches.c.status)).scalars()) == {"done"}
 
@@ -308,7 +267,7 @@ def test_the_sample_list_and_issue_in_the_repo_are_what_the_demo_sends(project: 
 
 
 def test_smtp_upgrades_to_starttls_when_offered_and_logs_in(newsletter_with_list: Settings, store: Store, tmp_path: Path,
-                                                             monkeypatch) -> None:  # noqa: ANN001
+                                                             monkeypatch) -> None:
     from .certificates import server_tls
     from .smtp_server import SmtpServer
 
@@ -328,7 +287,7 @@ def test_smtp_upgrades_to_starttls_when_offered_and_logs_in(newsletter_with_list
 
 
 def test_smtp_refuses_a_server_whose_certificate_it_cannot_trust(newsletter_with_list: Settings, store: Store,
-                                                                 tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+                                                                 tmp_path: Path, monkeypatch) -> None:
     from newsletter.providers.smtp import SmtpProvider
 
     from .certificates import server_tls

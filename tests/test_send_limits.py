@@ -20,7 +20,7 @@ from .conftest import write_essay
 
 
 def test_the_essay_limits_are_the_send_columns() -> None:
-    assert (SLUG_MAX, TITLE_MAX) == (column_length(sends.c.issue_slug), column_length(sends.c.subject))
+    assert (column_length(sends.c.issue_slug), column_length(sends.c.subject)) == (SLUG_MAX, TITLE_MAX)
 
 
 @pytest.mark.parametrize(("front", "words"), [

@@ -16,11 +16,11 @@ from newsletter.sends import summaries
 from newsletter.store import Store
 
 from .sendgrid_server import API_KEY, REFERENCE
-from .test_send import active_emails, add_readers, queue_now, run
+from .conftest import active_emails, add_readers, queue_now, run
 
 
 @pytest.fixture
-def sendgrid_env(newsletter_with_list: Settings, sendgrid_server, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def sendgrid_env(newsletter_with_list: Settings, sendgrid_server, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("NEWSLETTER_PROVIDER", "sendgrid")
     monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
     monkeypatch.setenv("NEWSLETTER_SENDGRID_HOST", sendgrid_server.host)

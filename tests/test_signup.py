@@ -46,7 +46,7 @@ def client(newsletter_with_list: Settings, store: Store) -> TestClient:
     return app_client(newsletter_with_list, store)
 
 
-def post_form(client: TestClient, settings: Settings, address: str, seconds_ago: float = 10, **extra: str):  # noqa: ANN201
+def post_form(client: TestClient, settings: Settings, address: str, seconds_ago: float = 10, **extra: str):
     fields = {"email": address, "name": "", "started": form_started(settings, seconds_ago), "website": "",
               "form": "subscribe page", **extra}
     return client.post("/subscribe", data=fields)
@@ -69,15 +69,15 @@ def subscriber_rows(store: Store) -> int:
 
 
 def confirm_link(message: EmailMessage) -> str:
-    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    return re.search(r"https?://\S+/confirm\?token=\S+", text).group(0)  # type: ignore[union-attr]
+    text = message.get_body(("plain",)).get_content()
+    return re.search(r"https?://\S+/confirm\?token=\S+", text).group(0)
 
 
 def local(url: str) -> str:
     return url[url.index("/confirm"):]
 
 
-def answer(response) -> tuple[int, str, dict[str, str]]:  # noqa: ANN001
+def answer(response) -> tuple[int, str, dict[str, str]]:
     """What a client can see of a response, but the date."""
     return response.status_code, response.text, {k: v for k, v in response.headers.items() if k != "date"}
 
@@ -361,7 +361,7 @@ def test_build_writes_the_form_snippet_and_every_page_carries_the_form(newslette
     assert 'name="website"' not in next(out.glob("*/email.html")).read_text()  # emails carry no form
 
 
-def test_signup_settings_come_from_newsletter_toml_and_the_environment(project) -> None:  # noqa: ANN001
+def test_signup_settings_come_from_newsletter_toml_and_the_environment(project) -> None:
     from newsletter.config import ConfigError, load_settings
 
     (project / "newsletter.toml").write_text('confirm_hours = 12\nwelcome_newest_issue = true\n'
@@ -370,7 +370,7 @@ def test_signup_settings_come_from_newsletter_toml_and_the_environment(project) 
                                                "NEWSLETTER_WELCOME_NEWEST_ISSUE": "no"})
     assert (settings.confirm_hours, settings.welcome_newest_issue, settings.signup_per_ip_per_hour,
             settings.signup_origins, settings.signup_min_seconds) == (12.0, False, 7, "https://friend.example", 3.0)
-    with pytest.raises(ConfigError, match="NEWSLETTER_WELCOME_NEWEST_ISSUE.*true or false"):
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_WELCOME_NEWEST_ISSUE.*true or false"):
         load_settings(project, environ={"NEWSLETTER_WELCOME_NEWEST_ISSUE": "maybe"})
 
 
@@ -445,7 +445,7 @@ def test_the_limits_hold_against_a_flood_of_simultaneous_posts(newsletter_with_l
 
 
 def test_the_confirmation_goes_at_once_through_the_configured_provider(newsletter_with_list: Settings, store: Store,
-                                                                      smtp_server) -> None:  # noqa: ANN001
+                                                                      smtp_server) -> None:
     settings = dataclasses.replace(newsletter_with_list, provider="smtp", smtp_url=smtp_server.url)
     client = app_client(settings, store)
     post_form(client, settings, NEW)

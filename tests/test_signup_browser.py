@@ -41,7 +41,7 @@ def status_of(store: Store, address: str) -> str | None:
 
 
 def test_a_reader_subscribes_from_the_archive_confirms_and_gets_the_next_issue(
-        browser, newsletter_with_list: Settings, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        browser, newsletter_with_list: Settings, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     settings = dataclasses.replace(newsletter_with_list, base_url=f"http://127.0.0.1:{port}")
     monkeypatch.setenv("NEWSLETTER_BASE_URL", settings.base_url)

@@ -82,7 +82,7 @@ def test_an_unterminated_quote_is_a_row_error_not_a_silent_merge(store: Store, t
 def test_a_quote_that_swallows_more_than_csv_can_hold_names_its_line_and_changes_nothing(store: Store, tmp_path: Path) -> None:
     rows = "".join(f"reader{n}@example.com,Reader {n}\n" for n in range(6000))
     path = write_csv(tmp_path / "list.csv", f'email,name\nada@example.com,Ada\nbert@example.org,"Bert\n{rows}')
-    with pytest.raises(CsvError, match="line 3 cannot be read as CSV.*quote"):
+    with pytest.raises(CsvError, match=r"line 3 cannot be read as CSV.*quote"):
         import_csv(store, path)
     assert statuses_in(store) == {}
 

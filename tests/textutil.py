@@ -11,26 +11,26 @@ def fold(text: str) -> str:
 
 
 class _Visible(HTMLParser):
-    HIDDEN = {"style", "script", "title", "head"}
+    HIDDEN = frozenset({"style", "script", "title", "head"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.hidden = 0
 
-    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+    def handle_starttag(self, tag, attrs):
         if tag in self.HIDDEN:
             self.hidden += 1
         if tag in ("p", "li", "h1", "h2", "h3", "br", "div", "td", "blockquote"):
             self.parts.append(" ")
 
-    def handle_endtag(self, tag):  # noqa: ANN001
+    def handle_endtag(self, tag):
         if tag in self.HIDDEN:
             self.hidden -= 1
         if tag in ("p", "li", "h1", "h2", "h3", "div", "td", "blockquote"):
             self.parts.append(" ")
 
-    def handle_data(self, data):  # noqa: ANN001
+    def handle_data(self, data):
         if not self.hidden:
             self.parts.append(data)
 
@@ -51,8 +51,8 @@ def markdown_paragraphs(body: str) -> list[str]:
     """The prose of each block of an essay's Markdown, without its Markdown marks."""
     paragraphs = []
     for block in re.split(r"\n\s*\n", body):
-        for item in re.split(r"\n(?=\d+\. )", block.strip()):
-            item = re.sub(r"^(#+ |> |\d+\. )", "", item.strip())
+        for raw in re.split(r"\n(?=\d+\. )", block.strip()):
+            item = re.sub(r"^(#+ |> |\d+\. )", "", raw.strip())
             if item:
                 paragraphs.append(fold(item))
     return paragraphs

@@ -4,7 +4,30 @@ from __future__ import annotations
 
 import click
 
+from ..errors import NewsletterError
 from .common import cli, open_store, run_build, settings
+
+
+class PortInUse(NewsletterError):
+    """The address to listen on is taken or not ours; str() says which and what to do."""
+
+
+def _check_port(host: str, port: int) -> None:
+    """PortInUse unless `host`:`port` can be listened on now (uvicorn would only log its own error)."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"cannot listen on {host}:{port}: the port is in use; stop what is using it "
+                            "(another preview or serve?) or pass --port with another number") from None
+        raise PortInUse(f"cannot listen on {host}:{port} ({reason}); pass --host with an address of this machine "
+                        "and --port with a number from 1024 to 65535") from None
 
 
 @cli.command()
@@ -32,6 +55,7 @@ def preview(port: int, no_open: bool) -> None:
     from ..web.preview import create_app
 
     config = settings()
+    _check_port("127.0.0.1", port)
     report = run_build(config, drafts=True)
     url = f"http://127.0.0.1:{port}/"
     click.echo(f"Previewing at {url} (Ctrl-C to stop)")
@@ -68,6 +92,7 @@ def serve(host: str, port: int) -> None:
 
     config = settings()
     secret = load_secret(config)
+    _check_port(host, port)
     store = open_store(config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())

@@ -32,6 +32,7 @@ import socket
 import ssl
 import time
 from http.client import HTTPException
+from typing import Any
 from urllib.error import URLError
 
 from python_http_client.exceptions import HTTPError
@@ -61,7 +62,7 @@ def _never_sent(exc: URLError) -> bool:
 
 def _rate_limit_wait(error: HTTPError) -> float | None:
     """Seconds until X-RateLimit-Reset (a Unix time), or None when SendGrid did not say."""
-    reset = (error.headers or {}).get("X-RateLimit-Reset")
+    reset = error.headers.get("X-RateLimit-Reset") if error.headers else None
     try:
         return max(0.05, float(str(reset)) - time.time())
     except (TypeError, ValueError):
@@ -81,13 +82,13 @@ class SendGridProvider:
         self.settings = settings
         self.client = SendGridAPIClient(api_key=settings.sendgrid_api_key, host=settings.sendgrid_host.rstrip("/"))
 
-    def payload(self, issue: Issue, recipients: list[Recipient]) -> dict:
+    def payload(self, issue: Issue, recipients: list[Recipient]) -> dict[str, Any]:
         track = issue.send_id is not None
         send_id = str(issue.send_id)
         personalizations = []
         for r in recipients:
             url = r.unsubscribe_url
-            entry: dict = {
+            entry: dict[str, Any] = {
                 "to": [{"email": r.email, "name": r.name} if r.name else {"email": r.email}],
                 "substitutions": {UNSUBSCRIBE_PLACEHOLDER: url},
                 "headers": {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": ONE_CLICK},
@@ -109,7 +110,7 @@ class SendGridProvider:
     def policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.backoff_base, self.max_wait)
 
-    def _attempt(self, body: dict, outcomes: Outcomes) -> None:
+    def _attempt(self, body: dict[str, Any], outcomes: Outcomes) -> None:
         """One request: returns when SendGrid accepted it, raises NotTaken, DeliveryFailed or OutcomeUnknown."""
         try:
             self.client.client.mail.send.post(request_body=body, timeout=self.timeout)
@@ -129,7 +130,7 @@ class SendGridProvider:
         except (TimeoutError, ConnectionError, OSError, HTTPException) as exc:
             raise OutcomeUnknown(f"no answer from SendGrid ({exc or type(exc).__name__}); it may have taken the batch") from None
 
-    def _post(self, body: dict, outcomes: Outcomes) -> None:
+    def _post(self, body: dict[str, Any], outcomes: Outcomes) -> None:
         self.policy().call(lambda: self._attempt(body, outcomes))
 
     def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:

@@ -15,6 +15,7 @@ non-ASCII part before the @ goes out only where the server offers SMTPUTF8.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import smtplib
@@ -126,7 +127,7 @@ class SmtpProvider:
         if code != 250:
             raise _Refused("message refused", code, text)
 
-    def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
+    def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:  # noqa: C901, PLR0912 - split once issue 8's provider work lands
         server: smtplib.SMTP | None = None
         try:
             for recipient in recipients:
@@ -194,8 +195,6 @@ def _close(server: smtplib.SMTP, polite: bool = False) -> None:
             return None
     except (OSError, smtplib.SMTPException):
         pass
-    try:
+    with contextlib.suppress(OSError):
         server.close()
-    except OSError:
-        pass
     return None

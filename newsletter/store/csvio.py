@@ -229,7 +229,7 @@ def _consents(value: str) -> list[dict[str, Any]]:
     return records
 
 
-def _parse(first: int, last: int, columns: _Columns, values: list[str], report: ImportReport) -> _Row | None:
+def _parse(first: int, last: int, columns: _Columns, values: list[str], report: ImportReport) -> _Row | None:  # noqa: C901 - one row's every column, in order
     """One record checked field by field; None (and a row error) when it cannot be imported."""
 
     def cell(index: int | None) -> str:
@@ -299,7 +299,7 @@ def _changes(row: _Row, source: str, at: dt.datetime) -> list[StatusChange]:
     return [*row.history, StatusChange(at=at, status=row.status, source=source)]
 
 
-def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: ImportReport, now: dt.datetime) -> None:
+def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: ImportReport, now: dt.datetime) -> None:  # noqa: C901, PLR0912, PLR0915 - one chunk: each row new, merged or suppressed, in one pass
     existing = {
         row.email_key: row
         for row in conn.execute(select(subscribers).where(subscribers.c.email_key.in_(list(chunk))))
@@ -430,6 +430,6 @@ def import_csv(store: Store, path: Path, *, dry_run: bool = False,
 
 def _open_text(path: Path) -> io.TextIOWrapper:
     try:
-        return open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed by the caller
+        return open(path, encoding="utf-8-sig", newline="")  # closed by the caller
     except OSError as exc:
         raise CsvError(f"{path}: cannot be read ({exc.strerror})") from None

@@ -217,7 +217,7 @@ RECIPIENTS = (select(deliveries.c.id.label("delivery_id"), deliveries.c.subscrib
               .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id).where(TRIED_IN_CLAIM).order_by(deliveries.c.id))
 
 
-def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, skip_locked: bool) -> Claimed | None | bool:
+def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, skip_locked: bool) -> Claimed | bool | None:
     """Take one due batch of a sending send: the Claimed, or None when none is due (or every due one is
     being claimed by another). One statement finds the batch and takes it, so no other can come between."""
     batch = conn.execute(TAKE[skip_locked], {"now": now, "scheduler": scheduler_id, "provider": provider}).one_or_none()

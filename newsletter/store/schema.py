@@ -19,7 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from ..statuses import (  # noqa: F401  re-exported: the schema's columns hold these
+from ..statuses import (
     SubscriberStatus,
     ACTIVE,
     PENDING,
@@ -34,6 +34,33 @@ from ..statuses import (  # noqa: F401  re-exported: the schema's columns hold t
     UNSETTLED,
     NEEDS_EDITOR,
 )
+
+# The statuses are re-exported: the schema's columns hold them, and the store imports them from here.
+__all__ = [
+    "ACTIVE",
+    "BOUNCED",
+    "COMPLAINED",
+    "NEEDS_EDITOR",
+    "PENDING",
+    "STATUSES",
+    "SUPPRESSED",
+    "UNSETTLED",
+    "UNSUBSCRIBED",
+    "BatchStatus",
+    "DeliveryStatus",
+    "SendStatus",
+    "SubscriberStatus",
+    "batches",
+    "deliveries",
+    "metadata",
+    "schedulers",
+    "sends",
+    "signups",
+    "subscriber_events",
+    "subscribers",
+    "utcnow",
+    "webhook_events",
+]
 
 metadata = MetaData()
 

@@ -46,10 +46,9 @@ def serialise(conn: Connection, *keys: str) -> None:
 
 
 def record(conn: Connection, subscriber_id: int, kind: SignupKind, form: str, ip: str, now: dt.datetime) -> Signup:
-    new_id = conn.execute(insert(signups).values(
+    return _row(conn.execute(insert(signups).values(
         subscriber_id=subscriber_id, kind=kind, requested_at=now, form=fit(form), requested_ip=fit(ip, 64),
-    )).inserted_primary_key[0]  # type: ignore[index]
-    return get(conn, int(new_id))  # type: ignore[return-value]
+    ).returning(*signups.c)).one())
 
 
 def get(conn: Connection, signup_id: int) -> Signup | None:

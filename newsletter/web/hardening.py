@@ -4,6 +4,7 @@ security headers, a limit on request bodies, and pages for its errors."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -92,7 +93,9 @@ class BodyLimit:
 class HardenedStarlette(Starlette):
     """Starlette with SecurityHeaders outside its error handling, so a 500 carries them too."""
 
-    security: list[tuple[bytes, bytes]] = []
+    def __init__(self, *, security: list[tuple[bytes, bytes]], **kwargs: Any) -> None:
+        self.security = security  # security_headers(base_url)
+        super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
         return SecurityHeaders(super().build_middleware_stack(), self.security)

@@ -64,40 +64,78 @@ async def _watch(state: PreviewState, stop: anyio.Event) -> None:
     async for _changes in awatch(*folders, stop_event=stop, debounce=200, step=50):
         try:
             await _rebuild(state)
-        except Exception:  # noqa: BLE001 - nothing a file on disk does may stop the preview
+        except Exception:  # nothing a file on disk does may stop the preview
             log.exception("rebuild failed")
 
 
 def create_app(settings: Settings, report: BuildReport | None = None, watch: bool = True) -> Starlette:
     state = PreviewState(settings=settings, report=report or build(settings, drafts=True))
-    env = template_environment(settings.templates_path)
-    output = preview_output(settings)
+    pages = _PreviewPages(state)
 
-    def render(template: str, **values: object) -> HTMLResponse:
-        html = env.get_template(template).render(
-            site_name=settings.site_name, language=settings.language, generation=state.generation,
-            errors=[state.problem] * bool(state.problem) + [str(e) for e in state.report.errors], **values,
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.changed = asyncio.Condition()
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tasks:
+            if watch:
+                tasks.start_soon(_watch, state, stop)
+            yield
+            state.closing = True
+            stop.set()
+
+    app = Starlette(
+        routes=[
+            Route("/", pages.index),
+            Route("/issues/{slug}/", pages.issue),
+            Route("/events", pages.events),
+            Mount("/build", PublishedFiles(pages.output)),
+        ],
+        lifespan=lifespan,
+        # The preview listens on loopback only; a page elsewhere could still reach it through a
+        # name it resolves to 127.0.0.1 (DNS rebinding), so any other Host is refused.
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)],
+    )
+    app.state.preview = state
+    return app
+
+
+class _PreviewPages:
+    """The preview's pages, drawn from the newest build in `state`."""
+
+    def __init__(self, state: PreviewState):
+        self.state = state
+        self.settings = state.settings
+        self.env = template_environment(state.settings)
+        self.output = preview_output(state.settings)
+
+    def render(self, template: str, **values: object) -> HTMLResponse:
+        state = self.state
+        html = self.env.get_template(template).render(
+            generation=state.generation, errors=[state.problem] * bool(state.problem) + [str(e) for e in state.report.errors],
+            **values,
         )
         return HTMLResponse(html)
 
-    async def index(request: Request) -> Response:
-        issues = sorted(state.report.essays, key=lambda e: (e.date, e.slug), reverse=True)
-        return render("preview_index.html.j2", issues=issues)
+    async def index(self, request: Request) -> Response:
+        issues = sorted(self.state.report.essays, key=lambda e: (e.date, e.slug), reverse=True)
+        return self.render("preview_index.html.j2", issues=issues)
 
-    async def issue(request: Request) -> Response:
+    async def issue(self, request: Request) -> Response:
         slug = request.path_params["slug"]
-        essay = next((e for e in state.report.essays if e.slug == slug), None)
-        errors = state.errors_for(slug)
-        text_file = output / slug / "email.txt"
+        report = self.state.report
+        essay = next((e for e in report.essays if e.slug == slug), None)
+        errors = self.state.errors_for(slug)
+        text_file = self.output / slug / "email.txt"
         if essay is None and not errors:
             return HTMLResponse(f"No issue '{escape(slug)}'.", status_code=404)  # the slug is the visitor's text
         text = text_file.read_text(encoding="utf-8") if text_file.is_file() else ""
-        warnings = [str(w) for w in state.report.warnings if essay is not None and w.path == essay.path]
-        return render("preview_issue.html.j2", essay=essay, slug=slug, issue_errors=errors, issue_warnings=warnings, text=text,
-                      built=(output / slug / "email.html").is_file())
+        warnings = [str(w) for w in report.warnings if essay is not None and w.path == essay.path]
+        return self.render("preview_issue.html.j2", essay=essay, slug=slug, issue_errors=errors, issue_warnings=warnings,
+                           text=text, built=(self.output / slug / "email.html").is_file())
 
-    async def events(request: Request) -> Response:
+    async def events(self, request: Request) -> Response:
         """Server-sent events: the build generation, sent again whenever it changes."""
+        state = self.state
 
         async def stream() -> AsyncIterator[str]:
             seen = -1
@@ -115,29 +153,3 @@ def create_app(settings: Settings, report: BuildReport | None = None, watch: boo
                 yield ": keep-alive\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state.changed = asyncio.Condition()
-        stop = anyio.Event()
-        async with anyio.create_task_group() as tasks:
-            if watch:
-                tasks.start_soon(_watch, state, stop)
-            yield
-            state.closing = True
-            stop.set()
-
-    app = Starlette(
-        routes=[
-            Route("/", index),
-            Route("/issues/{slug}/", issue),
-            Route("/events", events),
-            Mount("/build", PublishedFiles(output)),
-        ],
-        lifespan=lifespan,
-        # The preview listens on loopback only; a page elsewhere could still reach it through a
-        # name it resolves to 127.0.0.1 (DNS rebinding), so any other Host is refused.
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)],
-    )
-    app.state.preview = state
-    return app

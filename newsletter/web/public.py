@@ -43,100 +43,123 @@ class RedactTokens(logging.Filter):
 
 
 def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
-    signer = Signer(secret, fallback_secrets(settings))
-    env = template_environment(settings.templates_path)
-    site = {"site_name": settings.site_name, "language": settings.language, "archive_url": "/"}
+    site = _PublicSite(settings, store, secret)
+    settings.output_path.mkdir(parents=True, exist_ok=True)
+    return HardenedStarlette(
+        security=security_headers(settings.base_url),
+        routes=[
+            *signup_routes(settings, store, secret, site.notice, site.render),
+            Route("/unsubscribe", site.unsubscribe_form, methods=["GET"]),
+            Route("/unsubscribe", site.unsubscribe, methods=["POST"]),
+            Route("/webhooks/sendgrid", site.sendgrid_events, methods=["POST"]),
+            Mount("/", PublishedFiles(settings.output_path))  # only what the build published,
+        ],
+        middleware=[Middleware(BodyLimit, limit=settings.max_request_bytes,
+                               too_large=lambda: site.notice(413, "Too much", "That request was larger than this site accepts."))],
+        exception_handlers={404: site.error_page, 413: site.error_page, 500: site.error_page},
+    )
 
-    def page(status: int, heading: str, message: str, form_action: str | None = None) -> HTMLResponse:
-        html = env.get_template("unsubscribe.html.j2").render(site, heading=heading, message=message, form_action=form_action)
+
+class _PublicSite:
+    """The pages and endpoints of the public app, beside the files the build published."""
+
+    def __init__(self, settings: Settings, store: Store, secret: str):
+        self.settings = settings
+        self.store = store
+        self.signer = Signer(secret, fallback_secrets(settings))
+        self.env = template_environment(settings)
+
+    def page(self, status: int, heading: str, message: str, form_action: str | None = None) -> HTMLResponse:
+        html = self.env.get_template("unsubscribe.html.j2").render(heading=heading, message=message, form_action=form_action)
         return HTMLResponse(html, status_code=status)
 
-    def render(template: str, **values: object) -> str:
-        return env.get_template(template).render(site, base_url=settings.base_url.rstrip("/"), **values)
+    def render(self, template: str, **values: object) -> str:
+        return self.env.get_template(template).render(**values)
 
-    def notice(status: int, heading: str, message: str, form_action: str | None = None, button: str = "") -> HTMLResponse:
-        return HTMLResponse(render("notice.html.j2", heading=heading, message=message, form_action=form_action,
-                                   button=button), status_code=status)
+    def notice(self, status: int, heading: str, message: str, form_action: str | None = None, button: str = "") -> HTMLResponse:
+        return HTMLResponse(self.render("notice.html.j2", heading=heading, message=message, form_action=form_action,
+                                        button=button), status_code=status)
 
-    def error_page(request: Request, exc: Exception) -> Response:
+    def error_page(self, request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         heading, message = {
             404: ("Page not found", "There is no page at this address. Every issue is in the archive."),
             413: ("Too much", "That request was larger than this site accepts."),
         }.get(status, ("Something went wrong", "This page failed on our side. Please try again later."))
         # The message is fixed text: nothing from the request is echoed back.
-        return notice(status, heading, message)
+        return self.notice(status, heading, message)
 
-    def subscriber_for(request: Request) -> ops.Subscriber | None:
+    def subscriber_for(self, request: Request) -> ops.Subscriber | None:
         """The subscriber a valid token names, or None (logged without the token). Blocks: call in a thread."""
         try:
-            token = signer.verify(request.query_params.get("token", ""))
+            token = self.signer.verify(request.query_params.get("token", ""))
         except BadToken:
             log.warning("unsubscribe refused from %s: the token is forged or damaged", request.client.host if request.client else "?")
             return None
-        with store.read() as conn:
+        with self.store.read() as conn:
             subscriber = ops.get(conn, token.subscriber_id)
         if subscriber is None:
             log.warning("unsubscribe refused: the token names no subscriber on this list")
         return subscriber
 
-    def test_copy_page(request: Request) -> HTMLResponse | None:
+    def test_copy_page(self, request: Request) -> HTMLResponse | None:
         """The page for a test copy's link (`newsletter test`), which names no subscriber; else None."""
         try:
-            token = signer.verify(request.query_params.get("token", ""))
+            token = self.signer.verify(request.query_params.get("token", ""))
         except BadToken:
             return None
         if token.subscriber_id != TEST_COPY_SUBSCRIBER:
             return None
-        return page(200, "This was a test copy",
-                    f"This link came from a test copy of {settings.site_name} sent with `newsletter test`, so it "
-                    "unsubscribes nobody. In the issue your readers get, the same link unsubscribes the reader "
-                    "it was sent to, with one click.")
+        return self.page(200, "This was a test copy",
+                         f"This link came from a test copy of {self.settings.site_name} sent with `newsletter test`, so it "
+                         "unsubscribes nobody. In the issue your readers get, the same link unsubscribes the reader "
+                         "it was sent to, with one click.")
 
-    def bad_link() -> HTMLResponse:
-        return page(400, "This link does not work",
-                    "The unsubscribe link is incomplete or not one of ours. Please use the link from the newsletter "
-                    "email itself, or reply to that email and we will take you off the list by hand.")
+    def bad_link(self) -> HTMLResponse:
+        return self.page(400, "This link does not work",
+                         "The unsubscribe link is incomplete or not one of ours. Please use the link from the newsletter "
+                         "email itself, or reply to that email and we will take you off the list by hand.")
 
-    async def unsubscribe_form(request: Request) -> Response:
+    async def unsubscribe_form(self, request: Request) -> Response:
         # Changes nothing: mail scanners open links to check them.
-        if test_copy := test_copy_page(request):
+        if test_copy := self.test_copy_page(request):
             return test_copy
-        subscriber = await run_in_threadpool(subscriber_for, request)
+        subscriber = await run_in_threadpool(self.subscriber_for, request)
         if subscriber is None:
-            return bad_link()
+            return self.bad_link()
+        site_name = self.settings.site_name
         if subscriber.status in SUPPRESSED:
-            return page(200, "You are unsubscribed", f"{subscriber.email} will get no more issues of {settings.site_name}.")
-        return page(200, f"Unsubscribe from {settings.site_name}?",
-                    f"Press the button and {subscriber.email} will get no more issues.",
-                    form_action="?" + request.url.query)
+            return self.page(200, "You are unsubscribed", f"{subscriber.email} will get no more issues of {site_name}.")
+        return self.page(200, f"Unsubscribe from {site_name}?",
+                         f"Press the button and {subscriber.email} will get no more issues.",
+                         form_action="?" + request.url.query)
 
-    async def unsubscribe(request: Request) -> Response:
-        if test_copy := test_copy_page(request):
+    async def unsubscribe(self, request: Request) -> Response:
+        if test_copy := self.test_copy_page(request):
             return test_copy
-        subscriber = await run_in_threadpool(subscriber_for, request)
+        subscriber = await run_in_threadpool(self.subscriber_for, request)
         if subscriber is None:
-            return bad_link()
+            return self.bad_link()
         one_click = (await request.body()).strip() == b"List-Unsubscribe=One-Click"
 
         # The history says which email the link came from: the token's issue is signed, so it is ours.
-        issue = signer.verify(request.query_params.get("token", "")).issue
+        issue = self.signer.verify(request.query_params.get("token", "")).issue
 
         def unsubscribe_now() -> None:
             # Active or pending (a confirmation email's "not you?" link): suppressed from now on.
-            with store.begin() as conn:
+            with self.store.begin() as conn:
                 if subscriber.status not in SUPPRESSED:
                     ops.set_status(conn, subscriber.id, "unsubscribed",
                                    f"{'one-click unsubscribe (RFC 8058)' if one_click else 'unsubscribe link'} in {issue}")
 
         await run_in_threadpool(unsubscribe_now)
-        return page(200, "You are unsubscribed",
-                    f"{subscriber.email} will get no more issues of {settings.site_name}. Sorry to see you go.")
+        return self.page(200, "You are unsubscribed",
+                         f"{subscriber.email} will get no more issues of {self.settings.site_name}. Sorry to see you go.")
 
-    async def sendgrid_events(request: Request) -> Response:
+    async def sendgrid_events(self, request: Request) -> Response:
         body = await request.body()
         try:
-            webhooks.verify(settings.sendgrid_webhook_public_key, body,
+            webhooks.verify(self.settings.sendgrid_webhook_public_key, body,
                             request.headers.get(webhooks.SIGNATURE_HEADER), request.headers.get(webhooks.TIMESTAMP_HEADER))
         except webhooks.Refused as exc:
             log.warning("SendGrid webhook refused: %s", exc)
@@ -146,22 +169,6 @@ def create_app(settings: Settings, store: Store, secret: str) -> Starlette:
         except webhooks.Malformed as exc:
             log.warning("SendGrid webhook refused: %s", exc)
             return JSONResponse({"error": str(exc)}, status_code=400)
-        applied = await run_in_threadpool(webhooks.apply, store, events)
+        applied = await run_in_threadpool(webhooks.apply, self.store, events)
         return JSONResponse({"events": applied.events, "changed": applied.changed, "replayed": applied.replayed,
                              "ignored": applied.ignored, "invalid": applied.invalid})
-
-    settings.output_path.mkdir(parents=True, exist_ok=True)
-    app = HardenedStarlette(
-        routes=[
-            *signup_routes(settings, store, secret, notice, render),
-            Route("/unsubscribe", unsubscribe_form, methods=["GET"]),
-            Route("/unsubscribe", unsubscribe, methods=["POST"]),
-            Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
-            Mount("/", PublishedFiles(settings.output_path))  # only what the build published,
-        ],
-        middleware=[Middleware(BodyLimit, limit=settings.max_request_bytes,
-                               too_large=lambda: notice(413, "Too much", "That request was larger than this site accepts."))],
-        exception_handlers={404: error_page, 413: error_page, 500: error_page},
-    )
-    app.security = security_headers(settings.base_url)
-    return app
