@@ -181,7 +181,7 @@ class Worker:
         while True:
             got = self.write(take)
             if got is not False:  # False: another worker or scheduler took it first
-                return got if isinstance(got, Claimed) else None
+                return got or None
 
     def _recipients(self, claimed: Claimed, issue: Issue) -> list[Recipient]:
         # The one per-recipient step of a send: a signed link, then a substitution in the provider.
