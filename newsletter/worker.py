@@ -46,6 +46,11 @@ def lost_store(exc: Exception) -> StoreLost:
                      "run the scheduler again when it is back, and check `newsletter sends` for anything in doubt")
 
 
+def _storable(reason: str) -> str:
+    """A server's answer as the store keeps it: printable, one line (PostgreSQL refuses a NUL in text)."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in reason).split())
+
+
 class Ledger:
     """The Outcomes a provider reports to (see providers/__init__.py), for one claimed batch."""
 
@@ -66,7 +71,7 @@ class Ledger:
             return
         self.settled.add(delivery_id)
         row = self.rows[delivery_id]
-        self.buffer.append(Outcome(delivery_id, status, reason, row.attempts, row.deferred_since))
+        self.buffer.append(Outcome(delivery_id, status, _storable(reason), row.attempts, row.deferred_since))
         if self.at_once:
             self.flush()
 
@@ -75,7 +80,7 @@ class Ledger:
             if recipient.delivery_id not in self.settled:
                 self.settled.add(recipient.delivery_id or 0)
                 row = self.rows[recipient.delivery_id or 0]
-                self.buffer.append(Outcome(row.delivery_id, status, reason, row.attempts, row.deferred_since))
+                self.buffer.append(Outcome(row.delivery_id, status, _storable(reason), row.attempts, row.deferred_since))
         self.flush()
 
     def flush(self) -> None:
@@ -181,7 +186,7 @@ class Worker:
         while True:
             got = self.write(take)
             if got is not False:  # False: another worker or scheduler took it first
-                return got or None
+                return got if isinstance(got, Claimed) else None
 
     def _recipients(self, claimed: Claimed, issue: Issue) -> list[Recipient]:
         # The one per-recipient step of a send: a signed link, then a substitution in the provider.

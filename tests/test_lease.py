@@ -392,8 +392,6 @@ def test_recovery_while_the_late_schedulers_workers_still_finish_neither_deadloc
     seen: list[str] = []
     lock = threading.Lock()
     expired = threading.Event()
-    second = Scheduler(store, settings, None, "secret")  # type: ignore[arg-type]  (recovers only)
-
     class Late:
         name = "smtp"
 
@@ -414,6 +412,7 @@ def test_recovery_while_the_late_schedulers_workers_still_finish_neither_deadloc
                 outcomes.settle(recipient, DeliveryStatus.SENT)
             return {}
 
+    second = Scheduler(store, settings, Late(), "secret")  # it only recovers
     first = Scheduler(store, settings, Late(), "secret")
     report = first.run_once()  # no StoreLost: a deadlock, if PostgreSQL found one, was tried again
     assert report.lease_lost

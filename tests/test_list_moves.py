@@ -268,7 +268,7 @@ def test_a_history_or_consent_cell_unlike_an_exports_is_a_row_error_and_the_rest
         assert ada is not None and hal is not None
         assert [(h.at.isoformat(), h.status, h.source) for h in ops.history(conn, ada.id)] == [
             ("2025-01-01T00:00:00", "active", "signup form")]
-        assert [(c.form, c.confirmed_at.isoformat()) for c in signups.consents(conn, ada.id)] == [  # type: ignore[union-attr]
+        assert [(c.form, c.confirmed_at.isoformat()) for c in signups.consents(conn, ada.id)] == [
             ("subscribe page", "2025-01-01T00:05:00")]
         assert [(h.status, h.source) for h in ops.history(conn, hal.id)] == [
             ("active", "signup form"), ("unsubscribed", "import of list.csv")]

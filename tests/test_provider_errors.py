@@ -150,7 +150,7 @@ def test_nothing_more_goes_once_the_scheduler_may_not_send(scripted: Scripted) -
     server, provider = scripted()
 
     class Stopped(Seen):
-        def may_send(self) -> bool:
+        def may_send(self, count: int = 1) -> bool:
             return False
 
     outcomes = Stopped()

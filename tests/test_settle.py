@@ -83,3 +83,16 @@ def test_outcomes_for_one_delivery_are_recorded_in_the_order_given(store: Store)
     got = recorded(store, ids)
     assert got["pending"][:2] == ("in_doubt", "cut off")
     assert got["deferred"][:2] == ("in_doubt", "cut off"), "the later outcome of the same delivery is the one kept"
+
+
+def test_one_message_sent_at_a_time_leaves_settled_deliveries_as_they_were(store: Store) -> None:
+    """SMTP records each message alone: the same rule holds there."""
+    ids = frozen(store)
+    now = utcnow()
+    for delivery in ids.values():
+        with store.begin() as conn:
+            ops.settle(conn, [Outcome(delivery, DeliveryStatus.SENT, "", 0, None)], now, RETRY)
+    after = recorded(store, ids)
+    assert after["sent"] == ("sent", None, EARLIER) and after["failed"] == ("failed", "550 5.1.1 no such user", None)
+    assert after["skipped"] == ("skipped", None, None)
+    assert after["in-doubt"] == after["pending"] == after["deferred"] == ("sent", None, now)

@@ -33,7 +33,7 @@ def client(store_settings: Settings, store: Store, signing_key: ec.EllipticCurve
     return TestClient(create_app(settings, store, settings.secret))
 
 
-def post_events(client: TestClient, key: ec.EllipticCurvePrivateKey, *events: dict) -> dict:
+def post_events(client: TestClient, key: ec.EllipticCurvePrivateKey, *events: object) -> dict:
     body = json.dumps(list(events)).encode()
     response = client.post("/webhooks/sendgrid", content=body, headers=sendgrid_signed(key, body))
     assert response.status_code == 200, response.text
