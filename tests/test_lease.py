@@ -80,7 +80,10 @@ def no_scheduler_left_behind() -> Iterator[None]:
         if process.poll() is None:
             process.send_signal(signal.SIGCONT)
             process.kill()
-        process.communicate()
+        if process.stdout is not None and not process.stdout.closed:
+            process.communicate()  # its pipe read and closed: nothing left for the garbage collector to warn of
+        else:
+            process.wait()
 
 
 def scheduler(settings: Settings, server, *options: str, concurrency: int = 1) -> subprocess.Popen:
