@@ -16,7 +16,10 @@ accepted and only the editor may send it again.
    under a lease of `lease_seconds`, renewed with every recorded outcome and by
    a heartbeat. A lease that has run out is never renewed: a scheduler that
    wakes after it (SIGSTOP, a frozen VM) finds out before its next message
-   (`may_send`) and stops without sending more. Process ids play no part: they
+   (`may_send`) and stops without sending more. Paused inside a transaction,
+   on PostgreSQL it would hold row locks the others need: the database ends
+   any transaction of a scheduler left idle for `lease_seconds`
+   (Store.end_idle_transactions). Process ids play no part: they
    repeat across containers that share a hostname. Leases are written in each
    scheduler's UTC clock, so machines sharing a database need clocks that agree
    to well within `lease_seconds`; a scheduler trusts its lease for only half
@@ -146,6 +149,8 @@ class Scheduler:
         self.id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop = threading.Event()  # set it to stop after the current batch (and any wait for the pace)
         self.lease = dt.timedelta(seconds=settings.lease_seconds)
+        # A transaction of ours outliving the lease would hold up whoever takes over.
+        store.end_idle_transactions(settings.lease_seconds)
         self.retry = Retry(dt.timedelta(seconds=settings.retry_after), dt.timedelta(hours=settings.retry_for_hours))
         self.pace = Pace(settings.max_per_second, settings.max_per_hour)
         self.report = RunReport()
@@ -185,7 +190,16 @@ class Scheduler:
         try:
             return self._renew()
         except SQLAlchemyError as exc:
+            if self.lease_ran_out():
+                return False
             raise lost_store(exc) from None
+
+    def lease_ran_out(self) -> bool:
+        """True (and the lease given up) when it was last renewed longer ago than it lasts: the
+        process was paused, and a database error now is the database ending what it left open."""
+        if time.monotonic() > self._lease_ok_until + self.lease.total_seconds() * 0.5:
+            self._lost = True
+        return self._lost
 
     def _register(self) -> None:
         started = time.monotonic()

@@ -41,6 +41,11 @@ class StoreLost(NewsletterError):
     """The database went away mid-send; what was recorded stands, the rest is resolved on restart."""
 
 
+class LeaseRanOut(StoreLost):
+    """A database error after this scheduler's lease ran out (it was paused): it stops, as when
+    it finds its lease gone, and another scheduler takes over its work."""
+
+
 def lost_store(exc: Exception) -> StoreLost:
     return StoreLost(f"lost the database while sending ({describe_failure(exc)}); what was recorded stands: "
                      "run the scheduler again when it is back, and check `newsletter sends` for anything in doubt")
@@ -81,13 +86,16 @@ class Ledger:
                 self.settled.add(recipient.delivery_id or 0)
                 row = self.rows[recipient.delivery_id or 0]
                 self.buffer.append(Outcome(row.delivery_id, status, _storable(reason), row.attempts, row.deferred_since))
-        self.flush()
+        # Not flushed: nothing more of this batch goes on the wire, and finishing records them with the batch.
 
     def flush(self) -> None:
-        if not self.buffer:
-            return
+        if self.buffer:
+            self.worker.scheduler.counted(self.worker.record(self.take()))
+
+    def take(self) -> list[Outcome]:
+        """The outcomes not yet recorded, now the caller's to record."""
         outcomes, self.buffer = self.buffer, []
-        self.worker.scheduler.counted(self.worker.record(outcomes))
+        return outcomes
 
     def may_send(self, count: int = 1) -> bool:
         """True when the next `count` messages may go now: the lease holds, and the pace, waited for, allows them."""
@@ -130,12 +138,13 @@ class Worker:
                 self._synchronous("NORMAL" if not durable else "FULL")
                 with self._conn.begin():
                     return work(self._conn)
-            except DBAPIError as exc:
-                if getattr(exc.orig, "sqlstate", None) in TRANSIENT and attempt + 1 < TRANSIENT_TRIES:
+            except SQLAlchemyError as exc:
+                transient = isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in TRANSIENT
+                if transient and attempt + 1 < TRANSIENT_TRIES:
                     time.sleep(random.uniform(0, 0.02 * 2**attempt))
                     continue
-                raise lost_store(exc) from None
-            except SQLAlchemyError as exc:
+                if self.scheduler.lease_ran_out():
+                    raise LeaseRanOut(describe_failure(exc)) from None
                 raise lost_store(exc) from None
         raise AssertionError("unreachable")
 
@@ -166,6 +175,8 @@ class Worker:
                     break
                 if not self.send(claimed):
                     break  # stopped early (its lease, or the provider): the rest is claimable again
+        except LeaseRanOut:
+            pass  # what it could not record, the scheduler that took over holds in doubt
         finally:
             self.close()
 
@@ -218,18 +229,16 @@ class Worker:
             raise
         except Exception as exc:  # noqa: BLE001
             self._hold_broken(claimed, recipients, ledger, per_message, exc)  # a bug in one send must not stop the others
-            self.finish(claimed)
+            self.finish(claimed, ledger.take())
             return True
         else:
-            ledger.flush()
             unsettled = [r for r in recipients if r.delivery_id not in ledger.settled]
             for recipient in unsettled:
                 if recipient.delivery_id in refused:
                     ledger.settle(recipient, DeliveryStatus.FAILED, refused[recipient.delivery_id or 0])
             if not per_message and not ledger.stopped:  # a batch provider that returned took the whole request
                 ledger.settle_rest(recipients, DeliveryStatus.SENT, "")
-        ledger.flush()
-        self.finish(claimed)
+        self.finish(claimed, ledger.take())
         return all(r.delivery_id in ledger.settled for r in recipients)
 
     def _hold_broken(self, claimed: Claimed, recipients: list[Recipient], ledger: Ledger, per_message: bool,
@@ -243,6 +252,7 @@ class Worker:
             ledger.settle_rest(unsettled[:1], DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
         elif ledger.at_once:
             ledger.settle_rest(unsettled, DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
+        ledger.flush()  # before the send is held: what is in doubt is on record first
         batch = claimed.batch
         note = (f"held after an unexpected error in batch {batch.number}: {error}; once it is fixed, "
                 f"`newsletter resolve {batch.send_id} --send-late` goes on")[:500]
@@ -254,6 +264,16 @@ class Worker:
         self.write(hold)
         self.report.note("errors", f"send #{batch.send_id}: {note}")
 
-    def finish(self, claimed: Claimed) -> None:
-        if self.write(lambda conn: ops.finish(conn, self.scheduler.id, claimed.batch, utcnow()), durable=False):
+    def finish(self, claimed: Claimed, outcomes: list[Outcome]) -> None:
+        """Record the batch's last outcomes and end its claim, in one transaction."""
+        scheduler = self.scheduler
+
+        def work(conn: Connection) -> tuple[list[DeliveryStatus], bool]:
+            now = utcnow()
+            statuses = ops.settle(conn, outcomes, now, scheduler.retry) if outcomes else []
+            return statuses, ops.finish(conn, scheduler.id, claimed.batch, now)
+
+        statuses, finished = self.write(work, durable=False)
+        scheduler.counted(statuses)
+        if finished:
             self.report.add("batches", 1)

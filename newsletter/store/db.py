@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -20,6 +20,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD = "0007"  # the newest migration; tests check it matches migrations/versions
 WRITES = "newsletter_writes"  # execution option: this connection's transactions will write
 BUSY_SECONDS = 30  # how long a SQLite writer waits for another's write lock before it gives up
+IDLE_ENDED = "25P03"  # PostgreSQL ended a transaction left idle longer than its session allows
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -28,6 +29,8 @@ def describe_failure(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip()
     first = text.splitlines()[0] if text else ""
+    if getattr(orig, "sqlstate", None) == IDLE_ENDED or "idle-in-transaction timeout" in first:
+        return "the database ended a transaction this process had left open past its lease (was it paused?)"
     if "database is locked" in first:
         return (f"the database stayed locked by another process for {BUSY_SECONDS} s "
                 "(a stopped or stuck scheduler, or a long import?)")
@@ -44,6 +47,7 @@ def for_writing(conn: Connection) -> Connection:
 @dataclass
 class Store:
     engine: Engine
+    _idle_ms: int = field(default=0, repr=False)  # see end_idle_transactions
 
     @property
     def dialect(self) -> str:
@@ -67,6 +71,26 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def end_idle_transactions(self, seconds: float) -> None:
+        """On PostgreSQL, the server ends any transaction of this store's connections left
+        idle `seconds` (the process paused, a frozen VM), and so its row locks: otherwise
+        every other scheduler waits on them for as long as the pause. The paused process
+        wakes to one line (see describe_failure). SQLite has no such bound: a paused writer
+        keeps its lock, and the others give up after BUSY_SECONDS with one line."""
+        milliseconds = max(1, round(seconds * 1000))
+        if self.dialect != "postgresql" or milliseconds == self._idle_ms:
+            return
+        if not self._idle_ms:
+            event.listen(self.engine, "connect", self._bound)
+        self._idle_ms = milliseconds
+        self.engine.dispose()  # connections opened before go: every new one is bound
+
+    def _bound(self, dbapi_connection: Any, _record: object) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # a SET outside any transaction holds for the session
+        dbapi_connection.execute(f"SET idle_in_transaction_session_timeout = {self._idle_ms}")
+        dbapi_connection.autocommit = autocommit
 
 
 def normalise_url(url: str) -> str:
