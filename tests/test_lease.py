@@ -104,23 +104,29 @@ def wait_for(condition, seconds: float = 30.0) -> None:
 def test_a_scheduler_paused_past_its_lease_sends_nothing_more_when_it_wakes(newsletter_with_list: Settings, store: Store,
                                                                             smtp_server) -> None:
     everyone = readers(store, 60)
+    _, woke = pause_past_the_lease(newsletter_with_list, smtp_server, freeze_outside_a_write, sent_before=15)
+    assert "lease ran out" in woke, woke
+    everyone_once_or_in_doubt(smtp_server.recorder.recipients(), everyone)
+
+
+def pause_past_the_lease(settings: Settings, smtp_server, freeze, sent_before: int) -> tuple[subprocess.Popen, str]:
+    """Queue the issue, start a scheduler, `freeze` it once it sent `sent_before`, let a second one
+    take over and finish after the lease ran out, then wake the first: (the first, what it said)."""
     assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
     recorder = smtp_server.recorder
     recorder.delay = 0.03
-    first = scheduler(newsletter_with_list, smtp_server)
-    wait_for(lambda: len(recorder.recipients()) >= 15)
-    freeze_outside_a_write(first, newsletter_with_list)  # a frozen VM
+    first = scheduler(settings, smtp_server)
+    wait_for(lambda: len(recorder.recipients()) >= sent_before)
+    freeze(first, settings)  # a frozen VM
     try:
         time.sleep(LEASE + 0.5)
         recorder.delay = 0
-        second = scheduler(newsletter_with_list, smtp_server)
+        second = scheduler(settings, smtp_server)
         output = second.communicate(timeout=120)[0]
         assert second.returncode == 0, output
     finally:
         first.send_signal(signal.SIGCONT)
-    woke = first.communicate(timeout=120)[0]
-    assert "lease ran out" in woke, woke
-    everyone_once_or_in_doubt(recorder.recipients(), everyone)
+    return first, first.communicate(timeout=120)[0]
 
 
 def everyone_once_or_in_doubt(delivered: list[str], everyone: set[str]) -> None:
@@ -175,23 +181,9 @@ def test_a_scheduler_frozen_inside_a_transaction_holds_up_no_other(newsletter_wi
     """Its row locks would stall every other scheduler for as long as the pause: the
     database ends its transaction once the lease is out, and it wakes to one line."""
     everyone = readers(store, 60)
-    assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
-    recorder = smtp_server.recorder
-    recorder.delay = 0.03
-    first = scheduler(newsletter_with_list, smtp_server)
-    wait_for(lambda: len(recorder.recipients()) >= 5)
-    freeze_inside_a_transaction(first, newsletter_with_list)
-    try:
-        time.sleep(LEASE + 0.5)
-        recorder.delay = 0
-        second = scheduler(newsletter_with_list, smtp_server)
-        output = second.communicate(timeout=60)[0]
-        assert second.returncode == 0, output
-    finally:
-        first.send_signal(signal.SIGCONT)
-    woke = first.communicate(timeout=60)[0]
+    first, woke = pause_past_the_lease(newsletter_with_list, smtp_server, freeze_inside_a_transaction, sent_before=5)
     assert first.returncode == 0 and "lease ran out" in woke and "Traceback" not in woke, woke
-    everyone_once_or_in_doubt(recorder.recipients(), everyone)
+    everyone_once_or_in_doubt(smtp_server.recorder.recipients(), everyone)
 
 
 def recording_an_outcome(settings: Settings) -> bool:
