@@ -118,34 +118,47 @@ def _files_of(rendered: RenderedIssue) -> dict[str, bytes]:
     }
 
 
-# Each worker process keeps one Renderer, made once by the pool initializer.
-_worker: dict[str, Renderer] = {}
+@dataclass(frozen=True)
+class BuiltIssue:
+    """What a worker sends back for an issue it rendered and wrote: small, so little crosses between processes."""
+
+    entry: dict[str, Any]  # the issue's manifest entry
+    warnings: tuple[EssayWarning, ...]
+
+
+# Each worker process keeps one Renderer and the output folder, set once by the pool initializer.
+_worker: dict[str, Any] = {}
 
 
 def _init_worker(settings: Settings, output: Path) -> None:
     _worker["renderer"] = Renderer(settings, output)
+    _worker["output"] = output
 
 
-def _render_or_error(renderer: Renderer, essay: Essay) -> RenderedIssue | EssayError:
+def _build_one(renderer: Renderer, out: Path, essay: Essay, key: str) -> BuiltIssue | EssayError:
+    """Render one issue and write its files where it is rendered, in parallel with the others."""
     try:
-        return renderer.render(essay)
+        rendered = renderer.render(essay)
     except EssayError as exc:  # a missing image: this essay fails, the others build
         return exc
+    return BuiltIssue(_write_issue(out, essay, rendered, key), rendered.warnings)
 
 
-def _render_in_worker(essay: Essay) -> RenderedIssue | EssayError:
-    return _render_or_error(_worker["renderer"], essay)
+def _build_in_worker(job: tuple[Essay, str]) -> BuiltIssue | EssayError:
+    return _build_one(_worker["renderer"], _worker["output"], *job)
 
 
-def _render_all(settings: Settings, output: Path, essays: list[Essay]) -> Iterable[tuple[Essay, RenderedIssue | EssayError]]:
+def _build_all(settings: Settings, output: Path, essays: list[Essay],
+               keys: dict[str, str]) -> Iterable[tuple[Essay, BuiltIssue | EssayError]]:
     workers = min(os.cpu_count() or 1, 4)
     if len(essays) < PARALLEL_THRESHOLD or workers < 2:
         renderer = Renderer(settings, output)
         for essay in essays:
-            yield essay, _render_or_error(renderer, essay)
+            yield essay, _build_one(renderer, output, essay, keys[essay.slug])
         return
+    jobs = [(essay, keys[essay.slug]) for essay in essays]
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, output)) as pool:
-        yield from zip(essays, pool.map(_render_in_worker, essays, chunksize=8), strict=True)
+        yield from zip(essays, pool.map(_build_in_worker, jobs, chunksize=8), strict=True)
 
 
 def _write_if_changed(path: Path, data: bytes) -> bool:
@@ -195,14 +208,14 @@ def build(
             report.warnings.extend(EssayWarning(essay.path, line, message) for line, message in recorded.get("warnings", ()))
         else:
             todo.append(essay)
-    for done, (essay, rendered) in enumerate(_render_all(settings, out, todo), start=1):
-        if isinstance(rendered, EssayError):
-            errors.append(rendered)
+    for done, (essay, built) in enumerate(_build_all(settings, out, todo, keys), start=1):
+        if isinstance(built, EssayError):
+            errors.append(built)
             continue
-        new_manifest[essay.slug] = _write_issue(out, essay, rendered, keys[essay.slug])
+        new_manifest[essay.slug] = built.entry
         report.built.append(essay.slug)
         report.essays.append(essay)
-        report.warnings.extend(rendered.warnings)
+        report.warnings.extend(built.warnings)
         if progress:
             progress(done, len(todo))
     report.removed = _remove_stale(out, manifest, new_manifest, {error.path.name for error in errors}, drafts=drafts)
@@ -258,14 +271,20 @@ def _remove_stale(
     return removed
 
 
+# The feed carries the newest issues whole, as feeds do: readers poll it often, and
+# a whole back catalogue would make every poll (and every build) pay for all of it.
+FEED_ENTRIES = 20
+
+
 def _write_archive(settings: Settings, out: Path, essays: list[Essay]) -> dict[str, str]:
     """index.html and feed.xml, newest issue first; rewritten only when they change. Returns their digests."""
     renderer = Renderer(settings)
     issues = sorted(essays, key=lambda e: (e.date, e.slug), reverse=True)
-    contents = {essay.slug: renderer.body(essay).html for essay in issues}  # the feed carries each issue whole
+    newest = issues[:FEED_ENTRIES]
+    contents = {essay.slug: renderer.body(essay).html for essay in newest}  # the feed carries each issue whole
     pages = {
         "index.html": renderer.render_page("archive.html.j2", issues=issues).encode("utf-8"),
-        "feed.xml": renderer.render_page("feed.xml.j2", issues=issues, contents=contents).encode("utf-8"),
+        "feed.xml": renderer.render_page("feed.xml.j2", issues=newest, contents=contents).encode("utf-8"),
         # The signup form as a snippet to paste into another site; it posts to base_url.
         "subscribe-form.html": renderer.render_page("subscribe_form.html.j2", form_place="subscribe-form.html").encode("utf-8"),
     }

@@ -16,7 +16,7 @@ from newsletter.config import Settings
 from newsletter.essays import read_essays
 from newsletter.personalize import UNSUBSCRIBE_PLACEHOLDER
 
-from .conftest import HARD_SLUG, SHARED, override_template
+from .conftest import HARD_SLUG, SHARED, override_template, write_essay
 from .textutil import fold, markdown_paragraphs, text_part_prose, visible_text
 
 DEBRIS = ("corbyn crowd", "Benn 2", "LikeShow More Reactions")
@@ -140,6 +140,25 @@ def test_archive_lists_every_issue_newest_first_and_feed_has_one_entry_each(buil
     entries = feed.findall(f"{atom}entry")
     assert [e.findtext(f"{atom}title") for e in entries] == newest_first
     assert all(e.findtext(f"{atom}id").startswith(built.base_url) for e in entries)
+
+
+def test_a_long_archive_builds_in_parallel_and_its_feed_carries_the_newest_twenty_whole(settings: Settings) -> None:
+    for n in range(30):
+        write_essay(settings, f"2030-01-{n + 1:02d}-note-{n}", f"title: Note {n}\ndate: 2030-01-{n + 1:02d}",
+                    f"Paragraph of note number {n}.")
+    report = build(settings)
+    assert report.ok and len(report.built) == 37  # more than PARALLEL_THRESHOLD: the worker processes write them
+    for slug in report.built:
+        assert (settings.output_path / slug / "email.html").is_file()
+    assert "Paragraph of note number 29." in (settings.output_path / "2030-01-30-note-29" / "index.html").read_text()
+
+    atom = "{http://www.w3.org/2005/Atom}"
+    entries = ET.parse(settings.output_path / "feed.xml").getroot().findall(f"{atom}entry")
+    assert [e.findtext(f"{atom}title") for e in entries] == [f"Note {n}" for n in range(29, 9, -1)]
+    assert "Paragraph of note number 29." in entries[0].findtext(f"{atom}content")
+    archive = visible_text((settings.output_path / "index.html").read_text(encoding="utf-8"))
+    oldest = min(read_essays(settings.issues_path)[0], key=lambda e: e.date)
+    assert "Note 0" in archive and fold(oldest.title) in archive  # the archive still lists every issue
 
 
 GOLDEN_FILES = {  # golden file → the built file it pins
