@@ -131,12 +131,14 @@ class ScriptedSmtp:
     cue: `answers[command]` is a list of replies to give to that command (MAIL, RCPT, DATA for the
     reply after the message, "DATA command" for the DATA command itself, RSET, AUTH), one per time
     it is asked, then "250 OK" (354 for DATA); a reply of
-    "close" drops the connection instead. EHLO offers `extensions`. `connections` counts them."""
+    "close" drops the connection instead. EHLO offers `extensions`. `connections` counts them, `ended`
+    those the client has closed (one at a time: a client that never closes holds up the next)."""
 
     def __init__(self, answers: dict[str, list[str]] | None = None, extensions: tuple[str, ...] = ("8BITMIME",)) -> None:
         self.answers = {command: list(replies) for command, replies in (answers or {}).items()}
         self.extensions = extensions
         self.connections = 0
+        self.ended = 0  # sessions over: the client said QUIT or closed the connection
         self.delivered = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -162,6 +164,7 @@ class ScriptedSmtp:
             self.connections += 1
             with conn, conn.makefile("rb") as reader, contextlib.suppress(OSError):  # a client that went away
                 self._session(conn, reader)
+            self.ended += 1
 
     def _reply(self, command: str) -> str:
         replies = self.answers.get(command)

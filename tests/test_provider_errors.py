@@ -4,8 +4,7 @@ the recipient it concerns (or fails the batch) with the line the editor will rea
 from __future__ import annotations
 
 import dataclasses
-import gc
-import warnings
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -19,6 +18,13 @@ from newsletter.statuses import DeliveryStatus
 
 from .sendgrid_server import API_KEY, SendGridServer
 from .smtp_server import ScriptedSmtp, free_port
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
 
 ISSUE = Issue(slug="say-what-you-mean", subject="Say what you mean", html="<p>Hello</p>", text="Hello")
 
@@ -67,18 +73,14 @@ def test_an_smtp_url_that_is_not_smtp_names_the_setting(settings: Settings) -> N
         SmtpProvider(dataclasses.replace(settings, smtp_url="http://mail.example.org"))
 
 
-def test_a_refused_login_fails_the_batch_without_retrying(scripted: Scripted) -> None:
+def test_a_refused_login_fails_the_batch_without_retrying_and_closes_the_connection(scripted: Scripted) -> None:
     server, provider = scripted({"AUTH": ["535 5.7.8 bad credentials"] * 4}, extensions=("AUTH PLAIN",))
     provider.username, provider.password = "editor", "wrong"
     with pytest.raises(DeliveryFailed, match=r"^the SMTP server refused the login \(535\)$") as failed:
         provider.send(ISSUE, readers("ada"), Collected())
     assert not failed.value.retryable and server.connections == 1
-    # Known defect (reported with issue 14): _connect leaves the refused connection for the
-    # garbage collector to close; collected here, so its ResourceWarning lands in this test.
-    del failed  # its traceback holds the connection
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    # The connection is closed by us, not left for the garbage collector (`failed` still holds its frames).
+    assert wait_for(lambda: server.ended == 1), "the refused connection was left open"
 
 
 def test_a_refusal_at_mail_or_data_fails_that_recipient_and_the_next_goes_on(scripted: Scripted) -> None:

@@ -79,14 +79,14 @@ class SmtpProvider:
         self.implicit_tls, self.host, self.port, self.username, self.password = _parse(settings.smtp_url)
 
     def _connect(self) -> smtplib.SMTP:
-        """A logged-in connection; DeliveryFailed if none could be had (nothing was sent)."""
+        """A logged-in connection; DeliveryFailed if none could be had (nothing was sent).
+        A connection that fails on the way (TLS, a refused login) is closed, never left open."""
         last: Exception | None = None
         for attempt in range(self.connect_attempts):
+            server: smtplib.SMTP | None = None
             try:
                 if self.implicit_tls:
-                    server: smtplib.SMTP = smtplib.SMTP_SSL(
-                        self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
-                    )
+                    server = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
                 else:
                     server = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
                 server.ehlo()
@@ -97,8 +97,10 @@ class SmtpProvider:
                     server.login(self.username, self.password or "")
                 return server
             except smtplib.SMTPAuthenticationError as exc:
+                _close(server, polite=True)
                 raise DeliveryFailed(f"the SMTP server refused the login ({exc.smtp_code})", retryable=False) from None
             except (OSError, smtplib.SMTPException) as exc:
+                _close(server)
                 last = exc
                 if attempt + 1 < self.connect_attempts:
                     time.sleep(self.backoff_base * 2**attempt * random.uniform(0.5, 1.5))
@@ -127,50 +129,60 @@ class SmtpProvider:
         if code != 250:
             raise _Refused("message refused", code, text)
 
-    def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:  # noqa: C901, PLR0912 - split once issue 8's provider work lands
+    def _prepare(self, issue: Issue, recipient: Recipient, outcomes: Outcomes) -> tuple[str, bool, bytes] | None:
+        """The wire address, whether it needs SMTPUTF8, and the message; None (that recipient failed) if one cannot be made."""
+        try:
+            address = wire_address(recipient.email)
+            utf8 = needs_smtputf8(address)
+            return address, utf8, self.message_bytes(issue, recipient, utf8)
+        except UnsendableAddress as exc:
+            outcomes.settle(recipient, DeliveryStatus.FAILED, f"cannot send to this address: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one recipient's message must not stop the others
+            outcomes.settle(recipient, DeliveryStatus.FAILED, f"the message could not be built: {type(exc).__name__}: {exc}")
+        return None
+
+    def _deliver(self, server: smtplib.SMTP, recipient: Recipient, message: tuple[str, bool, bytes],
+                 outcomes: Outcomes) -> smtplib.SMTP | None:
+        """One message over `server`, its outcome settled; returns the connection for the next (None: open a new one)."""
+        address, utf8, data = message
+        if utf8 and not server.has_extn("smtputf8"):
+            outcomes.settle(recipient, DeliveryStatus.FAILED, "the address has non-ASCII characters before the @ "
+                            "and the SMTP server does not offer SMTPUTF8")
+            return server
+        on_wire = [False]
+        try:
+            self._transfer(server, address, data, utf8, on_wire)
+        except _Refused as exc:
+            outcomes.settle(recipient, exc.status, str(exc))
+            if _asks_to_slow_down(exc):
+                outcomes.slow_down()
+            if exc.code == 421:
+                _close(server)  # the server is closing this connection
+                return None
+            return server if on_wire[0] else _reset(server)
+        except (OSError, smtplib.SMTPException) as exc:
+            _close(server)
+            if on_wire[0]:
+                outcomes.settle(recipient, DeliveryStatus.IN_DOUBT,
+                                f"the connection broke while the message was with the server ({exc}); it may have been delivered")
+            else:
+                outcomes.settle(recipient, DeliveryStatus.DEFERRED, f"the connection broke before the message was sent ({exc})")
+            return None
+        outcomes.settle(recipient, DeliveryStatus.SENT)
+        return server
+
+    def send(self, issue: Issue, recipients: list[Recipient], outcomes: Outcomes) -> dict[int, str]:
         server: smtplib.SMTP | None = None
         try:
             for recipient in recipients:
                 if not outcomes.may_send():
                     return {}
-                try:
-                    address = wire_address(recipient.email)
-                    utf8 = needs_smtputf8(address)
-                    data = self.message_bytes(issue, recipient, utf8)
-                except UnsendableAddress as exc:
-                    outcomes.settle(recipient, DeliveryStatus.FAILED, f"cannot send to this address: {exc}")
-                    continue
-                except Exception as exc:  # noqa: BLE001 - one recipient's message must not stop the others
-                    outcomes.settle(recipient, DeliveryStatus.FAILED, f"the message could not be built: {type(exc).__name__}: {exc}")
+                message = self._prepare(issue, recipient, outcomes)
+                if message is None:
                     continue
                 if server is None:
                     server = self._connect()  # DeliveryFailed: the rest are deferred (or failed, for a refused login)
-                if utf8 and not server.has_extn("smtputf8"):
-                    outcomes.settle(recipient, DeliveryStatus.FAILED, "the address has non-ASCII characters before the @ "
-                                    "and the SMTP server does not offer SMTPUTF8")
-                    continue
-                on_wire = [False]
-                try:
-                    self._transfer(server, address, data, utf8, on_wire)
-                except _Refused as exc:
-                    outcomes.settle(recipient, exc.status, str(exc))
-                    if _asks_to_slow_down(exc):
-                        outcomes.slow_down()
-                    if exc.code == 421:
-                        _close(server)  # the server is closing this connection
-                        server = None
-                    elif not on_wire[0]:
-                        server = _reset(server)
-                except (OSError, smtplib.SMTPException) as exc:
-                    _close(server)
-                    server = None
-                    if on_wire[0]:
-                        outcomes.settle(recipient, DeliveryStatus.IN_DOUBT,
-                                        f"the connection broke while the message was with the server ({exc}); it may have been delivered")
-                    else:
-                        outcomes.settle(recipient, DeliveryStatus.DEFERRED, f"the connection broke before the message was sent ({exc})")
-                else:
-                    outcomes.settle(recipient, DeliveryStatus.SENT)
+                server = self._deliver(server, recipient, message, outcomes)
         finally:
             if server is not None:
                 _close(server, polite=True)
@@ -187,8 +199,10 @@ def _reset(server: smtplib.SMTP) -> smtplib.SMTP | None:
         return None
 
 
-def _close(server: smtplib.SMTP, polite: bool = False) -> None:
+def _close(server: smtplib.SMTP | None, polite: bool = False) -> None:
     """Close the connection (after QUIT when `polite`); returns None, the connection there is now."""
+    if server is None:
+        return None
     try:
         if polite:
             server.quit()
