@@ -123,9 +123,8 @@ def _parse_date(path: Path, text: str, value: object) -> dt.date:
         ) from None
 
 
-def read_essay(path: Path) -> Essay:  # noqa: C901, PLR0912 - split once issue 9's front-matter checks land
-    """Read and check one essay file."""
-    raw = path.read_bytes()
+def _load(path: Path, raw: bytes) -> tuple[str, frontmatter.Post]:
+    """The file's text and its front matter parsed; EssayError for text or YAML that cannot be read."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -135,7 +134,7 @@ def read_essay(path: Path) -> Essay:  # noqa: C901, PLR0912 - split once issue 9
             path, 1, "has no front matter; start the file with a '---' line, then 'title:' and 'date:', then '---'"
         )
     try:
-        post = frontmatter.loads(text)
+        return text, frontmatter.loads(text)
     except yaml.YAMLError as exc:
         # The context mark is where the broken construct starts; the problem mark can be far below it.
         mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
@@ -148,7 +147,8 @@ def read_essay(path: Path) -> Essay:  # noqa: C901, PLR0912 - split once issue 9
             path, _key_line(text, "date"), f"date is not a real date ({exc}); write it as YYYY-MM-DD, e.g. date: 2017-03-06"
         ) from None
 
-    meta = post.metadata
+
+def _check_keys(path: Path, text: str, meta: dict[str, object]) -> None:
     for key in meta:
         if key not in ALLOWED_KEYS:
             raise EssayError(
@@ -159,6 +159,10 @@ def read_essay(path: Path) -> Essay:  # noqa: C901, PLR0912 - split once issue 9
     for key in REQUIRED_KEYS:
         if meta.get(key) in (None, ""):
             raise EssayError(path, _closing_line(text), f"front matter has no '{key}'; add a line '{key}: …'")
+
+
+def _title_and_summary(path: Path, text: str, meta: dict[str, object]) -> tuple[str, str]:
+    """The title (the email's Subject: one line, not too long) and the summary, stripped."""
     title = meta["title"]
     if not isinstance(title, str):
         raise EssayError(path, _key_line(text, "title"), "title must be text; put it in quotes")
@@ -174,6 +178,10 @@ def read_essay(path: Path) -> Essay:  # noqa: C901, PLR0912 - split once issue 9
         if found := _CONTROL.search(value):
             raise EssayError(path, _key_line(text, key), f"{key} has the control character U+{ord(found.group()):04X}, "
                              "which no email header or feed may carry; remove it")
+    return title.strip(), summary.strip()
+
+
+def _slug(path: Path, text: str, meta: dict[str, object]) -> str:
     slug = meta.get("slug") or path.stem
     if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
         raise EssayError(
@@ -185,15 +193,26 @@ def read_essay(path: Path) -> Essay:  # noqa: C901, PLR0912 - split once issue 9
         raise EssayError(path, _key_line(text, "slug") if meta.get("slug") else None, f"slug is {len(slug)} characters long; "
                          f"it names the issue's folder and its sends, which hold at most {SLUG_MAX}: "
                          "rename the file or set a shorter 'slug:'")
+    return slug
+
+
+def read_essay(path: Path) -> Essay:
+    """Read and check one essay file; EssayError, with the line where there is one, for what is wrong."""
+    raw = path.read_bytes()
+    text, post = _load(path, raw)
+    meta = post.metadata
+    _check_keys(path, text, meta)
+    title, summary = _title_and_summary(path, text, meta)
+    slug = _slug(path, text, meta)
     draft = meta.get("draft", False)
     if not isinstance(draft, bool):
         raise EssayError(path, _key_line(text, "draft"), f"draft must be true or false, not {draft!r}")
     return Essay(
         path=path,
         slug=slug,
-        title=title.strip(),
+        title=title,
         date=_parse_date(path, text, meta["date"]),
-        summary=summary.strip(),
+        summary=summary,
         body=post.content,
         digest=hashlib.sha256(raw).hexdigest(),
         draft=draft,
