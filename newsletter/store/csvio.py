@@ -229,7 +229,30 @@ def _consents(value: str) -> list[dict[str, Any]]:
     return records
 
 
-def _parse(first: int, last: int, columns: _Columns, values: list[str], report: ImportReport) -> _Row | None:  # noqa: C901 - one row's every column, in order
+def _restore(row: _Row, restored: dict[str, str]) -> None:
+    """The columns our own export writes (status, source, times, id, history, consents), onto `row`."""
+    if restored.get("status"):
+        try:
+            row.status = SubscriberStatus(restored["status"].lower())
+        except ValueError:
+            raise InvalidField(
+                f"the status {restored['status'][:40]!r} is not one of {', '.join(SubscriberStatus)} "
+                "(rename the column if it means something else)"
+            ) from None
+    if restored.get("source"):
+        row.source = clean_text(restored["source"], "source", SOURCE_MAX)[0]
+    row.created_at = _when(restored.get("created_at", ""), "created_at")
+    row.status_changed_at = _when(restored.get("status_changed_at", ""), "status_changed_at")
+    if restored.get("subscriber_id"):
+        if not restored["subscriber_id"].isdigit() or not 0 < int(restored["subscriber_id"]) < 2**31:
+            raise InvalidField(f"the subscriber_id {restored['subscriber_id'][:40]!r} is not one of ours: it must be "
+                               "a whole number (rename the column if it means something else)")
+        row.subscriber_id = int(restored["subscriber_id"])
+    row.history = _history(restored.get("status_history", ""))
+    row.consents = _consents(restored.get("consent_records", ""))
+
+
+def _parse(first: int, last: int, columns: _Columns, values: list[str], report: ImportReport) -> _Row | None:
     """One record checked field by field; None (and a row error) when it cannot be imported."""
 
     def cell(index: int | None) -> str:
@@ -243,35 +266,15 @@ def _parse(first: int, last: int, columns: _Columns, values: list[str], report: 
         return None
     try:
         stored, key = normalise_address(email)
-        name, name_changed = clean_text(cell(columns.name), "name", NAME_MAX)
+        name, changed = clean_text(cell(columns.name), "name", NAME_MAX)
         attributes: dict[str, str] = {}
-        changed = name_changed
         for index, title in columns.attributes:
             value, value_changed = clean_text(cell(index), f"value in column {title!r}")
             changed = changed or value_changed
             if value:
                 attributes[title] = value
         row = _Row(line=first, email=stored, key=key, name=name, attributes=attributes)
-        restored = {what: cell(index).strip() for what, index in columns.restored.items()}
-        if restored.get("status"):
-            try:
-                row.status = SubscriberStatus(restored["status"].lower())
-            except ValueError:
-                raise InvalidField(
-                    f"the status {restored['status'][:40]!r} is not one of {', '.join(SubscriberStatus)} "
-                    "(rename the column if it means something else)"
-                ) from None
-        if restored.get("source"):
-            row.source = clean_text(restored["source"], "source", SOURCE_MAX)[0]
-        row.created_at = _when(restored.get("created_at", ""), "created_at")
-        row.status_changed_at = _when(restored.get("status_changed_at", ""), "status_changed_at")
-        if restored.get("subscriber_id"):
-            if not restored["subscriber_id"].isdigit() or not 0 < int(restored["subscriber_id"]) < 2**31:
-                raise InvalidField(f"the subscriber_id {restored['subscriber_id'][:40]!r} is not one of ours: it must be "
-                                   "a whole number (rename the column if it means something else)")
-            row.subscriber_id = int(restored["subscriber_id"])
-        row.history = _history(restored.get("status_history", ""))
-        row.consents = _consents(restored.get("consent_records", ""))
+        _restore(row, {what: cell(index).strip() for what, index in columns.restored.items()})
     except (InvalidEmail, InvalidField) as exc:
         report.invalid.append(RowNote(first, email, str(exc)))
         return None
@@ -299,69 +302,85 @@ def _changes(row: _Row, source: str, at: dt.datetime) -> list[StatusChange]:
     return [*row.history, StatusChange(at=at, status=row.status, source=source)]
 
 
-def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: ImportReport, now: dt.datetime) -> None:  # noqa: C901, PLR0912, PLR0915 - one chunk: each row new, merged or suppressed, in one pass
+@dataclass
+class _Chunk:
+    """What applying one chunk writes: new subscribers (with their history and consents) and status events."""
+
+    new_rows: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    restored: dict[str, tuple[list[StatusChange], list[dict[str, Any]]]] = field(default_factory=dict)
+    wanted: dict[int, _Row] = field(default_factory=dict)  # a new subscriber's id in the store it came from
+
+
+def _add_new(out: _Chunk, key: str, row: _Row, source: str, report: ImportReport, now: dt.datetime) -> None:
+    changed_at = row.status_changed_at or now
+    if row.subscriber_id in out.wanted:
+        report.renumbered.append(RowNote(row.line, row.email, (
+            f"subscriber_id {row.subscriber_id} is also in row {out.wanted[row.subscriber_id].line}, so this one gets a new id")))
+    elif row.subscriber_id is not None:
+        out.wanted[row.subscriber_id] = row
+    out.new_rows.append(dict(email=row.email, email_key=key, name=row.name, attributes=row.attributes, status=row.status,
+                             source=source, created_at=row.created_at or changed_at, updated_at=now,
+                             status_changed_at=changed_at))
+    out.restored[key] = (_changes(row, source, changed_at), row.consents)
+    if row.status in SUPPRESSED:
+        report.suppressions += 1
+    else:
+        report.added += 1
+
+
+def _update_existing(conn: Connection, out: _Chunk, old: Any, row: _Row, source: str, report: ImportReport,
+                     now: dt.datetime) -> None:
+    """A subscriber already here: new values merged in; a suppression added, never one lifted."""
+    repeated = old.updated_at == now  # written by an earlier chunk of this very file: counted there
+    if repeated:
+        report.merged.append(RowNote(row.line, row.email, "repeats an address earlier in the file; merged into it"))
+    if old.status in SUPPRESSED:
+        report.suppressed += not repeated  # never reactivated, never touched
+        return
+    attributes = {**(old.attributes or {}), **row.attributes}
+    values: dict[str, Any] = {}
+    if (row.name and row.name != old.name) or attributes != (old.attributes or {}):
+        values.update(name=row.name or old.name, attributes=attributes)
+    if row.status in SUPPRESSED:
+        changed_at = row.status_changed_at or now
+        values.update(status=row.status, source=source, status_changed_at=changed_at)
+        out.events.append(dict(subscriber_id=old.id, at=changed_at, status=row.status, source=source))
+        report.suppressions += 1
+    elif not repeated:
+        if values:
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    if values:
+        conn.execute(update(subscribers).where(subscribers.c.id == old.id).values(updated_at=now, **values))
+
+
+def _apply_chunk(conn: Connection, chunk: dict[str, _Row], source: str, report: ImportReport, now: dt.datetime) -> None:
     existing = {
         row.email_key: row
         for row in conn.execute(select(subscribers).where(subscribers.c.email_key.in_(list(chunk))))
     }
-    new_rows: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    restored: dict[str, tuple[list[StatusChange], list[dict[str, Any]]]] = {}  # a new subscriber's history and consents
-    wanted: dict[int, _Row] = {}
+    out = _Chunk()
     for key, row in chunk.items():
         old = existing.get(key)
-        row_source = row.source or source
-        changed_at = row.status_changed_at or now
         if old is None:
-            if row.subscriber_id in wanted:
-                report.renumbered.append(RowNote(row.line, row.email, (
-                    f"subscriber_id {row.subscriber_id} is also in row {wanted[row.subscriber_id].line}, so this one gets a new id")))
-            elif row.subscriber_id is not None:
-                wanted[row.subscriber_id] = row
-            new_rows.append(dict(email=row.email, email_key=key, name=row.name, attributes=row.attributes, status=row.status,
-                                 source=row_source, created_at=row.created_at or changed_at, updated_at=now,
-                                 status_changed_at=changed_at))
-            restored[key] = (_changes(row, row_source, changed_at), row.consents)
-            if row.status in SUPPRESSED:
-                report.suppressions += 1
-            else:
-                report.added += 1
-            continue
-        repeated = old.updated_at == now  # written by an earlier chunk of this very file: counted there
-        if repeated:
-            report.merged.append(RowNote(row.line, row.email, "repeats an address earlier in the file; merged into it"))
-        if old.status in SUPPRESSED:
-            report.suppressed += not repeated  # never reactivated, never touched
-            continue
-        attributes = {**(old.attributes or {}), **row.attributes}
-        values: dict[str, Any] = {}
-        if (row.name and row.name != old.name) or attributes != (old.attributes or {}):
-            values.update(name=row.name or old.name, attributes=attributes)
-        if row.status in SUPPRESSED:
-            values.update(status=row.status, source=row_source, status_changed_at=changed_at)
-            events.append(dict(subscriber_id=old.id, at=changed_at, status=row.status, source=row_source))
-            report.suppressions += 1
-        elif repeated:
-            pass
-        elif values:
-            report.updated += 1
+            _add_new(out, key, row, row.source or source, report, now)
         else:
-            report.unchanged += 1
-        if values:
-            conn.execute(update(subscribers).where(subscribers.c.id == old.id).values(updated_at=now, **values))
-    if new_rows:
-        _insert_new(conn, new_rows, wanted, report)
+            _update_existing(conn, out, old, row, row.source or source, report, now)
+    if out.new_rows:
+        _insert_new(conn, out.new_rows, out.wanted, report)
         ids = {found.email_key: found.id for found in conn.execute(
-            select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_([r["email_key"] for r in new_rows]))
+            select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_([r["email_key"] for r in out.new_rows]))
         )}
         consents: list[dict[str, Any]] = []
-        for key, (changes, records) in restored.items():
-            events.extend(dict(subscriber_id=ids[key], at=c.at, status=c.status, source=c.source) for c in changes)
+        for key, (changes, records) in out.restored.items():
+            out.events.extend(dict(subscriber_id=ids[key], at=c.at, status=c.status, source=c.source) for c in changes)
             consents.extend(dict(record, subscriber_id=ids[key]) for record in records)
         if consents:
             conn.execute(insert(signups), consents)
-    if events:
-        conn.execute(insert(subscriber_events), events)
+    if out.events:
+        conn.execute(insert(subscriber_events), out.events)
 
 
 def _insert_new(conn: Connection, new_rows: list[dict[str, Any]], wanted: dict[int, _Row], report: ImportReport) -> None:
