@@ -10,8 +10,9 @@ unsubscribed since the send was frozen; or in doubt, when it may have been
 accepted and only the editor may send it again.
 
 1. Freeze (store.deliveries.freeze). When a send starts, one transaction moves
-   it from queued to sending (a compare-and-set: one scheduler wins) and writes
-   one delivery per active subscriber, grouped into numbered batches.
+   it from queued to sending (a compare-and-set: one scheduler wins) and lists
+   every active subscriber in numbered batches, each reader with the id of
+   their delivery; a batch's first claim writes its deliveries.
 2. Lease (store.deliveries.register / renew). A scheduler holds what it claims
    under a lease of `lease_seconds`, renewed with every recorded outcome and by
    a heartbeat. A lease that has run out is never renewed: a scheduler that

@@ -15,8 +15,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import insert, text
 
 from newsletter.config import Settings
+from newsletter.store import Store
 from newsletter.store.db import MIGRATIONS, create_database_engine, migrate
 from newsletter.store.schema import metadata, subscribers, utcnow
+
+from .conftest import add_readers
 
 # The tables as 0006 left them: only the columns a send under way needs.
 OLD_SENDS = sa.table("sends", *(sa.column(name) for name in (
@@ -108,3 +111,30 @@ def test_0007_goes_down_to_0006_and_up_again_to_the_same_schema(database_url: st
         engine.dispose()
     assert differences == [], "\n".join(map(str, differences))
     assert fillfactor == ["fillfactor=50"], "outcomes are written in place (HOT) on PostgreSQL"
+
+
+def test_going_down_from_0008_writes_the_deliveries_of_batches_not_yet_claimed(store: Store) -> None:
+    """A send frozen as lists of readers, one batch claimed: below 0008 every reader has their delivery, once."""
+    from newsletter.store import deliveries as ops
+    from newsletter.store.sends import queue
+
+    add_readers(store, 25)
+    now = utcnow()
+    with store.begin() as conn:
+        send_id = queue(conn, "say-what-you-mean", "Say what you mean", "<p>hi</p>", "hi", now)
+        assert ops.freeze(conn, send_id, 10, now)
+    with store.begin() as conn:
+        claimed = ops.claim(conn, "scheduler-a", "outbox", now, skip_locked=False)
+        assert isinstance(claimed, ops.Claimed) and len(claimed.rows) == 10
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0007")
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, subscriber_id, batch_number FROM deliveries ORDER BY id")).all()
+        ranges = conn.execute(text("SELECT number, first_delivery, last_delivery FROM batches ORDER BY number")).all()
+    assert sorted(row.subscriber_id for row in rows) == list(range(1, 26))
+    assert [(row.id, row.batch_number) for row in rows] == [(ranges[0].first_delivery + n, n // 10) for n in range(25)]
+    assert [(r.first_delivery, r.last_delivery) for r in ranges] == [(rows[0].id + 10 * n, rows[0].id + min(10 * n + 9, 24))
+                                                                     for n in range(3)]

@@ -43,6 +43,7 @@ def under_way(store: Store, started: dt.datetime, outcomes: list[tuple[str, dt.d
     with store.begin() as conn:
         send_id = max(row.id for row in ops.due_sends(conn, utcnow()))
         assert ops.freeze(conn, send_id, 10, started)
+        ops.materialise_pending(conn)  # as the batches' claims would
         ids = conn.execute(select(deliveries.c.id).where(deliveries.c.send_id == send_id).order_by(deliveries.c.id)).scalars().all()
         for delivery, (status, sent_at) in zip(ids, outcomes, strict=False):
             conn.execute(update(deliveries).where(deliveries.c.id == delivery).values(status=status, sent_at=sent_at))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import sqlite3
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0007"  # the newest migration; tests check it matches migrations/versions
+HEAD = "0008"  # the newest migration; tests check it matches migrations/versions
 WRITES = "newsletter_writes"  # execution option: this connection's transactions will write
 BUSY_SECONDS = 30  # how long a SQLite writer waits for another's write lock before it gives up
 IDLE_ENDED = "25P03"  # PostgreSQL ended a transaction left idle longer than its session allows

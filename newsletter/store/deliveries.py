@@ -18,9 +18,11 @@ from sqlalchemy import (
     DateTime,
     Integer,
     Row,
+    Text,
     and_,
     any_,
     bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -152,38 +154,56 @@ FREEZE_LOCK = 727473  # PostgreSQL advisory lock: one freeze at a time numbers d
 
 
 def freeze(conn: Connection, send_id: int, batch_size: int, now: dt.datetime) -> bool:
-    """queued → sending, with one delivery per active subscriber in numbered batches; False if another won.
+    """queued → sending, with every active subscriber in numbered batches; False if another won.
 
-    The deliveries get consecutive ids, so batch k is the ids first + k·size onwards:
-    one INSERT … SELECT for the list and a row per batch, whatever the list's size."""
+    One INSERT … SELECT writes a row per batch listing its readers (batches.members) and the
+    range of delivery ids they get, whatever the list's size; the batch's first claim writes the
+    deliveries themselves (materialise). The readers are the ones active now: this is the freeze."""
     won = conn.execute(update(sends).where(sends.c.id == send_id, sends.c.status == SendStatus.QUEUED)
                        .values(status=SendStatus.SENDING, started_at=now, last_progress_at=now)).rowcount
     if not won:
         return False
     postgres = conn.dialect.name == "postgresql"
     if postgres:
-        # Only freezes write deliveries: with them in line, the sequence's next ids are this freeze's alone.
+        # Only freezes number deliveries: with them in line, the sequence's next ids are this freeze's alone.
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FREEZE_LOCK})
         base = int(conn.execute(text("SELECT nextval(pg_get_serial_sequence('deliveries', 'id'))")).scalar_one()) - 1
     else:  # SQLite: a writer holds the database's one write lock (BEGIN IMMEDIATE)
-        base = int(conn.execute(select(func.coalesce(func.max(deliveries.c.id), 0))).scalar_one())
-    position = func.row_number().over(order_by=subscribers.c.id) - 1
-    count = conn.execute(insert(deliveries).from_select(
-        ["id", "send_id", "batch_number", "subscriber_id", "status", "attempts"],
-        select(position + (base + 1), literal(send_id), position // batch_size, subscribers.c.id,
-               literal(DeliveryStatus.PENDING.value), literal(0))
-        .where(subscribers.c.status == SubscriberStatus.ACTIVE),
-    ).execution_options(preserve_rowcount=True)).rowcount
+        base = int(conn.execute(select(func.max(func.coalesce(select(func.max(deliveries.c.id)).scalar_subquery(), 0),
+                                                func.coalesce(select(func.max(batches.c.last_delivery)).scalar_subquery(), 0))))
+                   .scalar_one())
+    ranked = (select(subscribers.c.id, ((func.row_number().over(order_by=subscribers.c.id) - 1) // batch_size).label("number"))
+              .where(subscribers.c.status == SubscriberStatus.ACTIVE).subquery())
+    size = func.count()
+    conn.execute(insert(batches).from_select(
+        ["send_id", "number", "status", "first_delivery", "last_delivery", "members"],
+        select(literal(send_id), ranked.c.number, literal(BatchStatus.PENDING.value),
+               ranked.c.number * batch_size + (base + 1), ranked.c.number * batch_size + base + size,
+               func.aggregate_strings(cast(ranked.c.id, Text), ","))
+        .group_by(ranked.c.number)))
+    count = int(conn.execute(select(func.coalesce(func.max(batches.c.last_delivery), base)).where(batches.c.send_id == send_id))
+                .scalar_one()) - base
     if postgres and count:
         conn.execute(text("SELECT setval(pg_get_serial_sequence('deliveries', 'id'), :last)"), {"last": base + count})
-    if count:
-        conn.execute(insert(batches), [
-            {"send_id": send_id, "number": number, "status": BatchStatus.PENDING, "first_delivery": base + 1 + start,
-             "last_delivery": base + min(start + batch_size, count)}
-            for number, start in enumerate(range(0, count, batch_size))
-        ])
     finish_if_complete(conn, send_id)  # at once, when there is nobody to send to
     return True
+
+
+def materialise(conn: Connection, batch: Any) -> None:
+    """The deliveries a freeze listed for this batch, written by the claim that first takes it,
+    numbered first_delivery onwards in the readers' order."""
+    readers = sorted(int(reader) for reader in batch.members.split(","))
+    conn.execute(insert(deliveries), [
+        {"id": batch.first_delivery + n, "send_id": batch.send_id, "batch_number": batch.number, "subscriber_id": reader,
+         "status": DeliveryStatus.PENDING, "attempts": 0} for n, reader in enumerate(readers)])
+    conn.execute(update(batches).where(batches.c.id == batch.id).values(members=None))
+
+
+def materialise_pending(conn: Connection) -> None:
+    """Every batch's deliveries written, as before lists of readers (migration 0008's way down)."""
+    listed = select(batches.c.id, batches.c.send_id, batches.c.number, batches.c.first_delivery, batches.c.members)
+    for batch in conn.execute(listed.where(batches.c.members.is_not(None))).all():
+        materialise(conn, batch)
 
 
 def finish_settled_sends(conn: Connection) -> list[int]:
@@ -223,6 +243,8 @@ def claim(conn: Connection, scheduler_id: str, provider: str, now: dt.datetime, 
     batch = conn.execute(TAKE[skip_locked], {"now": now, "scheduler": scheduler_id, "provider": provider}).one_or_none()
     if batch is None:
         return None
+    if batch.members is not None:
+        materialise(conn, batch)
     # Statuses are read here, just before sending: an unsubscribe since the freeze still counts.
     rows: Sequence[Any] = conn.execute(RECIPIENTS, _batch(batch)).all()
     gone = [row.delivery_id for row in rows if row.subscriber_status != SubscriberStatus.ACTIVE]

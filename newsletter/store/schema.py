@@ -148,6 +148,9 @@ batches = Table(
     # a batch is found through the primary key, with no index of its own on a million-row table.
     Column("first_delivery", Integer, nullable=False),
     Column("last_delivery", Integer, nullable=False),
+    # The ids of the readers frozen into this batch, comma-separated, until a claim writes their deliveries
+    # (store.deliveries.materialise): a freeze of a million writes a thousand rows, not a million.
+    Column("members", Text),
     UniqueConstraint("send_id", "number"),
     Index("ix_batches_status", "status", "send_id", "number"),  # the next claimable batch, in order
 )

@@ -154,6 +154,15 @@ def summaries(conn: Connection, send_id: int | None = None, now: dt.datetime | N
         if row.send_id in found:
             found[row.send_id].counts[row.status] = int(row.number)
             found[row.send_id].recent += int(row.recent)
+    # A batch no claim has taken yet has no delivery rows: its readers are all pending.
+    unclaimed = (select(batches.c.send_id, func.sum(batches.c.last_delivery - batches.c.first_delivery + 1).label("number"))
+                 .where(batches.c.members.is_not(None)).group_by(batches.c.send_id))
+    if send_id is not None:
+        unclaimed = unclaimed.where(batches.c.send_id == send_id)
+    for row in conn.execute(unclaimed):
+        if row.send_id in found:
+            counts_of = found[row.send_id].counts
+            counts_of[DeliveryStatus.PENDING] = counts_of.get(DeliveryStatus.PENDING, 0) + int(row.number)
     return list(found.values())
 
 
