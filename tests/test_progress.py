@@ -153,3 +153,23 @@ def test_the_schedulers_count_of_what_is_due_matches_the_deliveries(store_settin
         counted = ops.pending_count(conn, now)
     assert claimed == 3 and due == 95 - 10 - 3
     assert counted == due
+
+
+def test_a_send_just_frozen_counts_every_reader_pending_before_and_after_a_claim(store_settings: Settings, store: Store) -> None:
+    from newsletter.store.sends import summary
+
+    add_readers(store, 25)
+    result = run("queue", NEWEST, "--at", "now", "--yes")
+    assert result.exit_code == 0, result.output
+    with store.begin() as conn:
+        send_id = ops.due_sends(conn, utcnow())[0].id
+        assert ops.freeze(conn, send_id, 10, utcnow())
+    with store.engine.connect() as conn:
+        assert summary(conn, send_id).counts == {"pending": 25}  # no delivery row written yet
+    with store.begin() as conn:
+        claimed = ops.claim(conn, "scheduler-a", "outbox", utcnow(), skip_locked=False)
+        assert isinstance(claimed, ops.Claimed) and len(claimed.rows) == 10
+    with store.engine.connect() as conn:
+        assert summary(conn, send_id).counts == {"pending": 25}  # ten rows now, fifteen still listed
+        assert conn.execute(select(deliveries.c.id).where(deliveries.c.send_id == send_id)).scalars().all() == list(
+            range(claimed.batch.first_delivery, claimed.batch.first_delivery + 10))
