@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh machine, in its own virtual
 # environment (.venv), then run all of it. With --checks first, `ruff check` and
-# `mypy` run before the tests (as CI does); the other arguments go to pytest.
+# `mypy` run before the tests; with --coverage, the tests are measured (line and
+# branch, subprocesses too) and every module must reach the floor in
+# tests/coverage_floor.py. CI (.ci/run) does both; the other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,17 +18,32 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-if [ "${1:-}" = "--checks" ]; then
+checks=0
+coverage=0
+while [ "${1:-}" = "--checks" ] || [ "${1:-}" = "--coverage" ]; do
+  [ "$1" = "--checks" ] && checks=1
+  [ "$1" = "--coverage" ] && coverage=1
   shift
+done
+
+if [ "$checks" -eq 1 ]; then
   # Seconds, where the suite takes minutes: a lint or type error fails first.
   .venv/bin/ruff check
   .venv/bin/mypy
 fi
 
+measure=()
+if [ "$coverage" -eq 1 ]; then
+  rm -f .coverage .coverage.*
+  measure=(--cov --cov-report=term)
+fi
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "${measure[@]}" "$@"
 status=$?
 set -e
+if [ "$coverage" -eq 1 ] && { [ "$status" -eq 0 ] || [ "$status" -eq 5 ]; }; then
+  .venv/bin/python tests/coverage_floor.py || status=1
+fi
 # pytest exits 5 when it collected no tests: nothing failed, but say so.
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests"
