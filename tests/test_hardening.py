@@ -154,12 +154,11 @@ def test_the_public_app_keeps_answering_while_a_post_waits_for_the_database(news
             poster = threading.Thread(target=post)
             poster.start()
             time.sleep(0.5)  # the post is now waiting for the write lock
-            began = time.monotonic()
+            # A stalled app would never answer while we hold the lock: the get times out instead.
             page = httpx.get(f"{server.url}/feed.xml", timeout=10)
-            elapsed = time.monotonic() - began
-            assert not answered
+            assert not answered  # the feed came while the post still waited
         poster.join(timeout=30)
-    assert page.status_code == 200 and elapsed < 2, elapsed
+    assert page.status_code == 200
     assert answered == [200]
 
 
