@@ -288,8 +288,8 @@ def ours_postgres(count: int, env: dict[str, str]) -> None:
             marks.setdefault("first", time.perf_counter() - start)
             return send(*args)
 
-        scheduler._start = timed_start  # type: ignore[method-assign,assignment]
-        scheduler.provider.send = first_send  # type: ignore[method-assign,assignment]
+        scheduler._start = timed_start  # type: ignore[method-assign,assignment]  # timing the freeze from outside
+        scheduler.provider.send = first_send  # type: ignore[method-assign,assignment]  # timing the first request
         before = reset_peak()
         start = time.perf_counter()
         result = scheduler.run_once()

@@ -151,7 +151,7 @@ class Worker:
     def _synchronous(self, level: str) -> None:
         # Outside any transaction, on the driver's own connection: SQLite refuses it inside one.
         if self.store.dialect == "sqlite" and level != self._level and self._conn is not None:
-            self._conn.connection.driver_connection.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
+            self._conn.connection.driver_connection.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]  # a live pooled connection always has its driver's
             self._level = level
 
     def close(self) -> None:

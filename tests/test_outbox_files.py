@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from newsletter.cli import cli
 from newsletter.config import Settings
 from newsletter.store import Store
 from newsletter.store.schema import deliveries, subscribers
+
+from .conftest import run
 
 LEASE = 1.5  # seconds
 # A scheduler that stops dead after its Nth message is written but before it is renamed into place.
@@ -40,13 +40,9 @@ main()
 """
 
 
-def run(*args: str) -> object:
-    return CliRunner().invoke(cli, list(args))
-
-
 def queue_now() -> None:
     result = run("queue", "say-what-you-mean", "--at", "now", "--yes")
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
 
 
 def readers(store: Store) -> set[int]:
@@ -121,8 +117,8 @@ def test_a_full_outbox_gives_one_clear_line_and_loses_nothing(newsletter_with_li
     monkeypatch.setenv("NEWSLETTER_RETRY_AFTER", "0.5")  # where deferred deliveries are retried: soon
     queue_now()
     result = run("scheduler", "--once")
-    output = result.output  # type: ignore[attr-defined]
-    assert result.exception is None or isinstance(result.exception, SystemExit), output  # type: ignore[attr-defined]
+    output = result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), output
     assert "Traceback" not in output
     full = sorted({line for line in output.splitlines() if "is full" in line})  # the same line for each attempt
     assert len(full) == 1 and str(small_disk) in full[0] and "free some space" in full[0], output

@@ -138,7 +138,7 @@ def test_an_address_or_message_that_cannot_be_written_fails_that_recipient_alone
             raise ValueError("no room for this one")
         return real(issue, recipient, utf8)
 
-    provider.message_bytes = build  # type: ignore[method-assign]
+    provider.message_bytes = build  # type: ignore[method-assign]  # one recipient's message fails to build, on cue
     outcomes = Seen()
     broken = Recipient(email="no-at-sign", name="", unsubscribe_url="https://news.example.org/u/x")
     provider.send(ISSUE, [broken, *readers("bob", "cath")], outcomes)

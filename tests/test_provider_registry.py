@@ -22,7 +22,7 @@ class Pigeon:
 def test_every_registered_provider_loads_under_its_own_name(settings: Settings) -> None:
     assert set(REGISTRY) == {"outbox", "smtp", "sendgrid"}
     for name, kind in REGISTRY.items():
-        assert kind.load().name == name  # type: ignore[attr-defined]
+        assert kind.load().name == name  # type: ignore[attr-defined]  # load() gives the class; the registry types it loosely
     assert [name for name, kind in REGISTRY.items() if kind.idempotent] == ["outbox"]
 
 

@@ -37,7 +37,7 @@ CLIENT = ("203.0.113.77", 50000)
 
 
 def app_client(settings: Settings, store: Store, **changes: object) -> TestClient:
-    settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]  # each test names real Settings fields
     return TestClient(create_app(settings, store, settings.secret), client=CLIENT)
 
 

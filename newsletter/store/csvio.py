@@ -432,7 +432,7 @@ def import_csv(store: Store, path: Path, *, dry_run: bool = False,
                     _apply_chunk(conn, chunk, source, report, now)
                     chunk = {}
                     if progress:
-                        progress(handle.buffer.tell(), size)  # type: ignore[attr-defined]
+                        progress(handle.buffer.tell(), size)  # type: ignore[attr-defined]  # a text file opened by us: its bytes underneath
             if chunk:
                 _apply_chunk(conn, chunk, source, report, now)
             if progress:

@@ -128,8 +128,8 @@ def queue(conn: Connection, slug: str, subject: str, html: str, text: str, at: d
     now = utcnow()
     return int(conn.execute(
         insert(sends).values(issue_slug=slug, subject=subject, html=html, text=text, status=SendStatus.QUEUED,
-                             scheduled_at=at, created_at=now, late_ok=False, note="")
-    ).inserted_primary_key[0])  # type: ignore[index]
+                             scheduled_at=at, created_at=now, late_ok=False, note="").returning(sends.c.id)
+    ).scalar_one())
 
 
 def summaries(conn: Connection, send_id: int | None = None, now: dt.datetime | None = None) -> list[SendSummary]:

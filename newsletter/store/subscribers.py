@@ -64,6 +64,14 @@ def get(conn: Connection, subscriber_id: int) -> Subscriber | None:
     return _row(row) if row else None
 
 
+def _written(conn: Connection, subscriber_id: int) -> Subscriber:
+    """A subscriber this transaction has just written or read, so certainly there."""
+    found = get(conn, subscriber_id)
+    if found is None:
+        raise SubscriberError(f"no subscriber with id {subscriber_id}")
+    return found
+
+
 def _record(conn: Connection, subscriber_id: int, status: str, source: str, now: Any) -> None:
     conn.execute(insert(subscriber_events).values(subscriber_id=subscriber_id, at=now, status=status, source=source))
 
@@ -76,8 +84,8 @@ def _insert(conn: Connection, email: str, key: str, name: str, status: str, sour
         insert(subscribers).values(
             email=email, email_key=key, name=name, attributes=attributes or {}, status=status,
             source=source, created_at=now, updated_at=now, status_changed_at=now,
-        )
-    ).inserted_primary_key[0]  # type: ignore[index]
+        ).returning(subscribers.c.id)
+    ).scalar_one()
     _record(conn, new_id, status, source, now)
     return int(new_id)
 
@@ -96,7 +104,7 @@ def add(conn: Connection, address: str, name: str = "", source: str = "added by 
         if name and not existing.name:
             conn.execute(update(subscribers).where(subscribers.c.id == existing.id).values(name=name, updated_at=utcnow()))
         return existing, False
-    return get(conn, _insert(conn, email, key, name, ACTIVE, source)), True  # type: ignore[return-value]
+    return _written(conn, _insert(conn, email, key, name, ACTIVE, source)), True
 
 
 def set_status(conn: Connection, subscriber_id: int, status: str, source: str) -> bool:
@@ -133,10 +141,10 @@ def suppress(conn: Connection, address: str, status: str, source: str) -> tuple[
     email, key = normalise_address(address, deliverable=False)  # an address we cannot deliver to is still suppressed
     existing = find(conn, email)
     if existing is None:
-        return get(conn, _insert(conn, email, key, "", status, source)), None  # type: ignore[return-value]
+        return _written(conn, _insert(conn, email, key, "", status, source)), None
     if existing.status not in SUPPRESSED:  # active, or pending: a bounced confirmation suppresses too
         set_status(conn, existing.id, status, source)
-    return get(conn, existing.id), existing.status  # type: ignore[return-value]
+    return _written(conn, existing.id), existing.status
 
 
 def unsubscribe(conn: Connection, address: str, source: str) -> Subscriber:
@@ -149,7 +157,7 @@ def resubscribe(conn: Connection, address: str, source: str) -> Subscriber:
     email, key = email_key(address)
     existing = find(conn, email)
     if existing is None:
-        return get(conn, _insert(conn, email, key, "", ACTIVE, source))  # type: ignore[return-value]
+        return _written(conn, _insert(conn, email, key, "", ACTIVE, source))
     return activate(conn, existing.id, source)
 
 
@@ -157,7 +165,7 @@ def add_pending(conn: Connection, address: str, name: str, source: str) -> Subsc
     """A new address from the signup form: pending, sent nothing but its confirmation,
     until the subscriber confirms (see signup.py). InvalidEmail or InvalidField as add()."""
     email, key = email_key(address)
-    return get(conn, _insert(conn, email, key, clean_name(name), PENDING, source))  # type: ignore[return-value]
+    return _written(conn, _insert(conn, email, key, clean_name(name), PENDING, source))
 
 
 def activate(conn: Connection, subscriber_id: int, source: str) -> Subscriber:
@@ -174,7 +182,7 @@ def activate(conn: Connection, subscriber_id: int, source: str) -> Subscriber:
             .values(status=ACTIVE, source=source, updated_at=now, status_changed_at=now)
         )
         _record(conn, subscriber_id, ACTIVE, source, now)
-    return get(conn, subscriber_id)  # type: ignore[return-value]
+    return _written(conn, subscriber_id)
 
 
 def history(conn: Connection, subscriber_id: int) -> list[StatusChange]:
