@@ -8,6 +8,7 @@ transaction's worth of work on a connection the caller opened.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -189,13 +190,27 @@ def freeze(conn: Connection, send_id: int, batch_size: int, now: dt.datetime) ->
     return True
 
 
+# A batch's deliveries written from its sorted list of readers in one statement, server-side:
+# an array on PostgreSQL, a JSON array on SQLite; the n-th reader gets delivery first + n.
+_MATERIALISE = {
+    "postgresql": text(
+        "INSERT INTO deliveries (id, send_id, batch_number, subscriber_id, status, attempts) "
+        "SELECT :first + n - 1, :send_id, :number, reader, :status, 0 "
+        "FROM unnest(CAST(:readers AS integer[])) WITH ORDINALITY AS listed(reader, n)"),
+    "sqlite": text(
+        "INSERT INTO deliveries (id, send_id, batch_number, subscriber_id, status, attempts) "
+        "SELECT :first + key, :send_id, :number, value, :status, 0 FROM json_each(:readers)"),
+}
+
+
 def materialise(conn: Connection, batch: Any) -> None:
     """The deliveries a freeze listed for this batch, written by the claim that first takes it,
     numbered first_delivery onwards in the readers' order."""
     readers = sorted(int(reader) for reader in batch.members.split(","))
-    conn.execute(insert(deliveries), [
-        {"id": batch.first_delivery + n, "send_id": batch.send_id, "batch_number": batch.number, "subscriber_id": reader,
-         "status": DeliveryStatus.PENDING, "attempts": 0} for n, reader in enumerate(readers)])
+    postgres = conn.dialect.name == "postgresql"
+    conn.execute(_MATERIALISE["postgresql" if postgres else "sqlite"], {
+        "first": batch.first_delivery, "send_id": batch.send_id, "number": batch.number, "status": DeliveryStatus.PENDING.value,
+        "readers": readers if postgres else json.dumps(readers)})
     conn.execute(update(batches).where(batches.c.id == batch.id).values(members=None))
 
 
