@@ -7,6 +7,7 @@ import email.policy
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -92,7 +93,8 @@ def test_sends_under_way_before_0007_go_on_after_it_each_reader_once(store_setti
     assert got == Counter({(f"send-{send}", email): 1 for send in (1, 2) for email in people[4:]})
 
 
-def test_0007_goes_down_to_0006_and_up_again_to_the_same_schema(database_url: str) -> None:
+@pytest.mark.parametrize("down_to", ["0006", "base"])
+def test_the_migrations_go_down_and_up_again_to_the_same_schema(database_url: str, down_to: str) -> None:
     engine = create_database_engine(database_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -100,7 +102,9 @@ def test_0007_goes_down_to_0006_and_up_again_to_the_same_schema(database_url: st
         migrate(engine)
         with engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.downgrade(config, "0006")
+            command.downgrade(config, down_to)
+            if down_to == "base":
+                assert not sa.inspect(conn).has_table("subscribers")  # every way down ran
             command.upgrade(config, "head")
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
