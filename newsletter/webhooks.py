@@ -105,7 +105,7 @@ def _well_formed(event: Any) -> bool:
 def suppression(event: dict[str, Any]) -> str | None:
     """The status this event gives its address, or None when it changes nothing."""
     kind = event["event"]
-    if kind == "bounce" and str(event.get("type", "")).lower() == "blocked":
+    if kind == "bounce" and str(event.get("type", "")).strip().lower() == "blocked":
         return None
     if kind == "dropped":
         return DROPPED_REASONS.get(str(event.get("reason", "")).strip().lower())

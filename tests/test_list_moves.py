@@ -150,6 +150,16 @@ def test_an_id_taken_in_a_non_empty_store_is_reported(store: Store, tmp_path: Pa
     assert set(statuses_in(store)) == {"first@example.com", "other@example.com"}
 
 
+def test_an_address_already_here_under_another_id_is_reported(store: Store, tmp_path: Path) -> None:
+    with store.begin() as conn:
+        x, _ = ops.add(conn, "x@example.com")
+        y, _ = ops.add(conn, "y@example.com")
+    path = write_csv(tmp_path / "list.csv", f"email,subscriber_id\ny@example.com,{x.id}\nx@example.com,{y.id}\n")
+    report = import_csv(store, path)
+    assert [note.row for note in report.renumbered] == [2, 3]
+    assert f"is subscriber {y.id} here, not {x.id}" in report.renumbered[0].reason
+
+
 def test_a_send_from_the_moved_list_reaches_only_the_active(settings: Settings, postgres_url: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     first = store_at(settings, f"sqlite:///{tmp_path / 'first.db'}")

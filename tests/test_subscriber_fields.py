@@ -79,12 +79,39 @@ def test_an_unterminated_quote_is_a_row_error_not_a_silent_merge(store: Store, t
     assert not [name for name in names(store).values() if "@" in name], "no row may be swallowed into a name"
 
 
-def test_a_quote_that_swallows_more_than_csv_can_hold_names_its_line_and_changes_nothing(store: Store, tmp_path: Path) -> None:
+def test_a_quote_that_swallows_the_rest_of_a_long_file_is_that_rows_error_naming_the_lines(store: Store, tmp_path: Path) -> None:
     rows = "".join(f"reader{n}@example.com,Reader {n}\n" for n in range(6000))
     path = write_csv(tmp_path / "list.csv", f'email,name\nada@example.com,Ada\nbert@example.org,"Bert\n{rows}')
-    with pytest.raises(CsvError, match=r"line 3 cannot be read as CSV.*quote"):
+    report = import_csv(store, path)
+    assert [(note.row, note.value) for note in report.invalid] == [(3, "bert@example.org")]
+    assert "lines 4–6003 were read into it" in report.invalid[0].reason
+    assert statuses_in(store) == {"ada@example.com": "active"}  # none of the swallowed rows, and the good row kept
+
+
+def test_a_quote_never_closed_on_the_last_row_is_that_rows_error(store: Store, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "list.csv", 'email,name,city\nq1@example.com,O"Brien,x\nq2@example.com,"Unterminated name,London\n')
+    report = import_csv(store, path)
+    assert [(note.row, "never closed" in note.reason) for note in report.invalid] == [(3, True)]
+    assert names(store) == {"q1@example.com": 'O"Brien'}  # a stray quote inside a value is no unclosed one
+
+
+def test_a_value_too_long_for_an_export_to_carry_back_is_that_rows_error(store: Store, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "list.csv", f"email,name,note\nok@example.com,A,x\nbig@example.com,B,={'A' * 131071}\n")
+    report = import_csv(store, path)
+    assert [(note.row, note.value) for note in report.invalid] == [(3, "big@example.com")]
+    assert "10000" in report.invalid[0].reason.replace(",", "") and statuses_in(store) == {"ok@example.com": "active"}
+
+
+def test_a_column_named_twice_is_refused_before_any_value_is_lost(store: Store, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "list.csv", "email,name,city,city\nada@example.com,Ada,A,B\n")
+    with pytest.raises(CsvError, match=r"column 4 \('city'\) repeats column 3"):
         import_csv(store, path)
     assert statuses_in(store) == {}
+
+
+def test_cells_past_the_header_are_reported_not_silently_dropped(store: Store, tmp_path: Path) -> None:
+    report = import_csv(store, write_csv(tmp_path / "list.csv", "email,name\na@example.com,Smith, John\n"))
+    assert report.added == 1 and [(n.row, "3 cells" in n.reason) for n in report.cleaned] == [(2, True)]
 
 
 @pytest.mark.parametrize("header", ["email", "EMAIL", "e-mail", "E-mail Address", "Email address", "mail", "E-Mail"])

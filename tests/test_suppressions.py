@@ -50,7 +50,7 @@ def test_only_permanent_problems_suppress(client: TestClient, store: Store, sign
     add_all(store, "blocked@example.com", "hard@example.com", "spamdrop@example.com", "baddrop@example.com", "other@example.com")
     result = post_events(
         client, signing_key,
-        {"email": "blocked@example.com", "event": "bounce", "type": "blocked", "sg_event_id": "b1"},
+        {"email": "blocked@example.com", "event": "bounce", "type": "Blocked ", "sg_event_id": "b1"},
         {"email": "hard@example.com", "event": "bounce", "type": "bounce", "sg_event_id": "b2"},
         {"email": "spamdrop@example.com", "event": "dropped", "reason": "Spam Content (if spam checker app enabled)", "sg_event_id": "d1"},
         {"email": "baddrop@example.com", "event": "dropped", "reason": "Bounced Address", "sg_event_id": "d2"},
@@ -111,6 +111,19 @@ def test_remove_says_truthfully_what_it_did_and_an_unknown_address_stays_suppres
     assert "was already unsubscribed; left so" in runner.invoke(cli, ["subscribers", "remove", "never@example.com"]).output
     runner.invoke(cli, ["subscribers", "add", "ada@example.com"])
     assert runner.invoke(cli, ["subscribers", "remove", "ada@example.com"]).output.strip() == "ada@example.com is unsubscribed"
+    with store.begin() as conn:  # signed up, not yet confirmed: removing withdraws the signup
+        ops.add_pending(conn, "pat@example.com", "", "signup form")
+    assert runner.invoke(cli, ["subscribers", "remove", "pat@example.com"]).output.strip() == "pat@example.com is unsubscribed"
+
+
+def test_a_refused_add_changes_nothing_of_a_suppressed_address(store: Store, store_settings: Settings) -> None:
+    runner = CliRunner()
+    runner.invoke(cli, ["subscribers", "remove", "zed@example.com"])
+    refused = runner.invoke(cli, ["subscribers", "add", "zed@example.com", "--name", "Zed"])
+    assert refused.exit_code == 1 and "stays so" in refused.output
+    with store.engine.connect() as conn:
+        found = ops.find(conn, "zed@example.com")
+    assert found is not None and (found.status, found.name) == ("unsubscribed", "")
 
 
 def test_show_prints_status_attributes_and_every_change_with_its_source(store: Store, store_settings: Settings, tmp_path: Path) -> None:

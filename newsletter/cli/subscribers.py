@@ -180,7 +180,7 @@ def remove(email: str) -> None:
         subscriber, before = ops.suppress(conn, email, ops.SubscriberStatus.UNSUBSCRIBED, "removed by the editor")
     if before is None:
         click.echo(f"{subscriber.email} was not on the list; kept as unsubscribed, so no import or add will subscribe it")
-    elif before == ops.SubscriberStatus.ACTIVE:
+    elif before in (ops.SubscriberStatus.ACTIVE, ops.SubscriberStatus.PENDING):  # a pending signup is withdrawn too
         click.echo(f"{subscriber.email} is unsubscribed")
     else:
         click.echo(f"{subscriber.email} was already {before}; left so")

@@ -37,6 +37,8 @@ from .subscribers import StatusChange
 __all__ = ["CsvError", "ImportReport", "RowNote", "export_csv", "import_csv", "neutralise"]
 
 CHUNK = 1000
+VALUE_MAX = 10_000  # characters in one attribute value: with the export's formula guard, well inside FIELD_LIMIT
+FIELD_LIMIT = 16 * 1024 * 1024  # what the CSV reader takes in one cell, so that a longer value is its row's error
 DELIMITERS = ",;\t|"
 # Header cells are compared by their letters and digits alone, case-folded:
 # "E-mail Address", "Email address" and "EMAIL" are all the email column.
@@ -131,9 +133,13 @@ def _columns(path: Path, line: int, header: list[str]) -> _Columns:
             restored[RESTORED[key]] = index
         elif title:
             try:
-                attributes.append((index, clean_text(title, "column name", SOURCE_MAX)[0]))
+                attribute = clean_text(title, "column name", SOURCE_MAX)[0]
             except InvalidField as exc:
                 raise CsvError(f"{path}: line {line}, column {index + 1}: {exc}. Nothing was imported.") from None
+            if (repeated := next((i for i, known in attributes if known == attribute), None)) is not None:
+                raise CsvError(f"{path}: line {line}: column {index + 1} ({attribute!r}) repeats column {repeated + 1}, "
+                               "and one of their values would be lost; rename or remove one. Nothing was imported.")
+            attributes.append((index, attribute))
     if email is None:
         raise CsvError(
             f"{path}: no email column in the header ({', '.join(h.strip() for h in header)}); "
@@ -142,33 +148,72 @@ def _columns(path: Path, line: int, header: list[str]) -> _Columns:
     return _Columns(email=email, name=name, restored=restored, attributes=attributes)
 
 
-def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[tuple[int, int, _Columns, list[str]]]:
-    """(first line, last line, columns, values) for every non-blank record."""
-    first, skipped, last = "", 0, 0
-    delimiter = None
+def _never_closed(text: str, delimiter: str) -> bool:
+    """Whether a quote opened in this record's text is never closed, as only the end of the file allows
+    (mid-file, the quote takes in the lines after it, which _parse reports). A stray quote inside an
+    unquoted value (O"Brien) is no such thing."""
+    if text.count('"') % 2 == 0:
+        return False
     try:
-        while not first.strip():
-            first = handle.readline()
-            skipped += 1
-            if not first:
-                raise CsvError(f"{path}: the file is empty; the first line must be a header with an 'email' column")
-            if delimiter is None and (declared := _SEP_LINE.fullmatch(first.strip())):
-                delimiter, first = declared.group(1), ""
-        if delimiter is None:
-            counts = {d: first.count(d) for d in DELIMITERS}
-            delimiter = max(counts, key=counts.__getitem__) if any(counts.values()) else ","
+        list(csv.reader([text], delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return "end of data" in str(exc)
+    return False
+
+
+@dataclass(frozen=True)
+class _Record:
+    first: int  # its first and last line in the file
+    last: int
+    columns: _Columns
+    values: list[str]
+    unclosed: bool  # a quote opened in it was never closed
+
+
+def _header(path: Path, handle: io.TextIOWrapper) -> tuple[str, int, str]:
+    """(the header line, the lines it took, the delimiter): blank lines and a `sep=;` line before it are passed over."""
+    first, skipped = "", 0
+    delimiter = None
+    while not first.strip():
+        first = handle.readline()
+        skipped += 1
+        if not first:
+            raise CsvError(f"{path}: the file is empty; the first line must be a header with an 'email' column")
+        if delimiter is None and (declared := _SEP_LINE.fullmatch(first.strip())):
+            delimiter, first = declared.group(1), ""
+    if delimiter is None:
+        counts = {d: first.count(d) for d in DELIMITERS}
+        delimiter = max(counts, key=counts.__getitem__) if any(counts.values()) else ","
+    return first, skipped, delimiter
+
+
+def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[_Record]:
+    """Every non-blank record of the file, after its header."""
+    skipped, last = 0, 0
+    try:
+        first, skipped, delimiter = _header(path, handle)
         columns = _columns(path, skipped, next(csv.reader([first], delimiter=delimiter)))
-        reader = csv.reader(handle, delimiter=delimiter)
+        raw: list[str] = []
+
+        def lines() -> Iterator[str]:
+            for line in handle:
+                raw.append(line)
+                yield line
+
+        csv.field_size_limit(FIELD_LIMIT)  # a value too long is that row's error (VALUE_MAX), not the file's
+        reader = csv.reader(lines(), delimiter=delimiter)
         for values in reader:
             start, last = last + 1, reader.line_num
+            unclosed = _never_closed("".join(raw), delimiter)
+            raw.clear()
             if any(v.strip() for v in values):
-                yield start + skipped, last + skipped, columns, values
+                yield _Record(start + skipped, last + skipped, columns, values, unclosed)
     except UnicodeDecodeError as exc:
         raise CsvError(f"{path}: is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV. Nothing was imported.") from None
     except csv.Error as exc:
         raise CsvError(
             f"{path}: line {last + skipped + 1} cannot be read as CSV ({exc}); a quote opened there and never "
-            "closed (or a value longer than any name or address) is the usual cause. Nothing was imported."
+            "closed is the usual cause. Nothing was imported."
         ) from None
 
 
@@ -252,8 +297,9 @@ def _restore(row: _Row, restored: dict[str, str]) -> None:
     row.consents = _consents(restored.get("consent_records", ""))
 
 
-def _parse(first: int, last: int, columns: _Columns, values: list[str], report: ImportReport) -> _Row | None:
+def _parse(record: _Record, report: ImportReport) -> _Row | None:
     """One record checked field by field; None (and a row error) when it cannot be imported."""
+    first, last, columns, values = record.first, record.last, record.columns, record.values
 
     def cell(index: int | None) -> str:
         return unneutralise(values[index]) if index is not None and index < len(values) else ""
@@ -264,12 +310,16 @@ def _parse(first: int, last: int, columns: _Columns, values: list[str], report: 
             f"a quote opened in this row is not closed, so lines {first + 1}–{last} were read into it; "
             "close the quote and import the file again")))
         return None
+    if record.unclosed:
+        report.invalid.append(RowNote(first, email, "a quote opened in this row is never closed; close it and import "
+                                                    "the file again"))
+        return None
     try:
         stored, key = normalise_address(email)
         name, changed = clean_text(cell(columns.name), "name", NAME_MAX)
         attributes: dict[str, str] = {}
         for index, title in columns.attributes:
-            value, value_changed = clean_text(cell(index), f"value in column {title!r}")
+            value, value_changed = clean_text(cell(index), f"value in column {title!r}", VALUE_MAX)
             changed = changed or value_changed
             if value:
                 attributes[title] = value
@@ -280,6 +330,10 @@ def _parse(first: int, last: int, columns: _Columns, values: list[str], report: 
         return None
     if changed:
         report.cleaned.append(RowNote(first, email, "line breaks or tabs in a value were made spaces"))
+    width = max([columns.email, columns.name or 0, *columns.restored.values(), *(i for i, _ in columns.attributes)]) + 1
+    if len(values) > width and any(v.strip() for v in values[width:]):
+        report.cleaned.append(RowNote(first, email, f"has {len(values)} cells where the header has {width}, so the last "
+                                                    "were dropped; quote a value that holds a comma"))
     return row
 
 
@@ -335,6 +389,11 @@ def _update_existing(conn: Connection, out: _Chunk, old: Any, row: _Row, source:
     repeated = old.updated_at == now  # written by an earlier chunk of this very file: counted there
     if repeated:
         report.merged.append(RowNote(row.line, row.email, "repeats an address earlier in the file; merged into it"))
+    elif row.subscriber_id is not None and row.subscriber_id != old.id:
+        report.renumbered.append(RowNote(row.line, row.email, (
+            f"is subscriber {old.id} here, not {row.subscriber_id} as in the file: an unsubscribe link sent to it from "
+            f"the old list names {row.subscriber_id}, which here is another subscriber or nobody (import into an "
+            "empty store to keep links working)")))
     if old.status in SUPPRESSED:
         report.suppressed += not repeated  # never reactivated, never touched
         return
@@ -420,8 +479,8 @@ def import_csv(store: Store, path: Path, *, dry_run: bool = False,
         try:
             now = utcnow()
             chunk: dict[str, _Row] = {}
-            for first, last, columns, values in _records(path, handle):
-                row = _parse(first, last, columns, values, report)
+            for record in _records(path, handle):
+                row = _parse(record, report)
                 if row is None:
                     continue
                 if row.key in chunk:

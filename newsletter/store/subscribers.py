@@ -101,7 +101,7 @@ def add(conn: Connection, address: str, name: str = "", source: str = "added by 
     if existing and existing.status == PENDING:
         return activate(conn, existing.id, source), True
     if existing:
-        if name and not existing.name:
+        if name and not existing.name and existing.status == ACTIVE:  # a suppressed record is left as it is
             conn.execute(update(subscribers).where(subscribers.c.id == existing.id).values(name=name, updated_at=utcnow()))
         return existing, False
     return _written(conn, _insert(conn, email, key, name, ACTIVE, source)), True
