@@ -264,7 +264,8 @@ def _consents(value: str) -> list[dict[str, Any]]:
         requested_at = _when(str(item.get("requested_at", "")), "consent_records requested_at")
         confirmed_at = _when(str(item.get("confirmed_at", "")), "consent_records confirmed_at")
         if requested_at is None or confirmed_at is None:
-            raise InvalidField("a record in the consent_records has no requested_at or confirmed_at time")
+            missing = "requested_at" if requested_at is None else "confirmed_at"
+            raise InvalidField(f"a record in the consent_records has no {missing} time")
         records.append(dict(
             kind=SignupKind.CONFIRM, requested_at=requested_at, confirmed_at=confirmed_at,
             form=clean_text(str(item.get("form", "")), "form in the consent_records", FORM_MAX)[0],
@@ -291,7 +292,7 @@ def _restore(row: _Row, restored: dict[str, str]) -> None:
     if restored.get("subscriber_id"):
         if not restored["subscriber_id"].isdigit() or not 0 < int(restored["subscriber_id"]) < 2**31:
             raise InvalidField(f"the subscriber_id {restored['subscriber_id'][:40]!r} is not one of ours: it must be "
-                               "a whole number (rename the column if it means something else)")
+                               f"a whole number from 1 to {2**31 - 1} (rename the column if it means something else)")
         row.subscriber_id = int(restored["subscriber_id"])
     row.history = _history(restored.get("status_history", ""))
     row.consents = _consents(restored.get("consent_records", ""))
@@ -339,7 +340,7 @@ def _parse(record: _Record, report: ImportReport) -> _Row | None:
 
 def _merge(earlier: _Row, later: _Row, report: ImportReport) -> None:
     """The same person twice in one file: later values win, and a suppression is never lost."""
-    how = "repeats" if earlier.email == later.email else "differs only in case from"
+    how = "repeats" if earlier.email == later.email else "differs only in case (or Unicode form) from"
     report.merged.append(RowNote(later.line, later.email, f"{how} the address in row {earlier.line}; merged into it"))
     earlier.name = later.name or earlier.name
     earlier.attributes = {**earlier.attributes, **later.attributes}
