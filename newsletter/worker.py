@@ -223,8 +223,12 @@ class Worker:
             ledger.settle_rest(recipients, DeliveryStatus.IN_DOUBT, str(exc))
             report.note("in_doubt", f"{where}: {exc}")
         except DeliveryFailed as exc:
-            ledger.settle_rest(recipients, DeliveryStatus.DEFERRED if exc.retryable else DeliveryStatus.FAILED, str(exc))
-            report.note("errors", f"{where}: {exc}")
+            if exc.retryable:
+                ledger.settle_rest(recipients, DeliveryStatus.DEFERRED, str(exc))
+                report.note("errors", f"{where}: {exc}")
+            else:  # the set-up is wrong (a refused login, an outbox that cannot be written): nobody got it, nobody failed
+                self._hold(claimed, f"{exc}; nothing was sent. Once it is fixed, "
+                                    f"`newsletter resolve {batch.send_id} --send-late` goes on", kind="held")
         except StoreLost:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -254,15 +258,21 @@ class Worker:
             ledger.settle_rest(unsettled, DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
         ledger.flush()  # before the send is held: what is in doubt is on record first
         batch = claimed.batch
-        note = (f"held after an unexpected error in batch {batch.number}: {error}; once it is fixed, "
-                f"`newsletter resolve {batch.send_id} --send-late` goes on")[:500]
+        self._hold(claimed, f"held after an unexpected error in batch {batch.number}: {error}; once it is fixed, "
+                            f"`newsletter resolve {batch.send_id} --send-late` goes on")
+
+    def _hold(self, claimed: Claimed, note: str, kind: str = "errors") -> None:
+        """Hold the claimed batch's send with this note for the editor (reported as `kind`)."""
+        batch = claimed.batch
+        note = note[:500]
+
         def hold(conn: Connection) -> None:
             send = conn.execute(sends.select().where(sends.c.id == batch.send_id)).one()
             if send.status == SendStatus.SENDING:
                 ops.hold(conn, send, note)
 
         self.write(hold)
-        self.report.note("errors", f"send #{batch.send_id}: {note}")
+        self.report.note(kind, f"send #{batch.send_id}: {note}")
 
     def finish(self, claimed: Claimed, outcomes: list[Outcome]) -> None:
         """Record the batch's last outcomes and end its claim, in one transaction."""

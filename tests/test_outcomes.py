@@ -291,3 +291,35 @@ def test_the_sends_list_fits_the_terminal_and_json_serves_scripts(newsletter_wit
     data = json.loads(run("sends", "--json").output)
     assert [s["id"] for s in data] == [1, 2, 3] and all(s["status"] == "sent" for s in data)
     assert all(s["counts"]["sent"] == data[0]["counts"]["sent"] > 0 for s in data)
+
+
+def test_a_refused_login_holds_the_send_with_nobody_failed_and_it_goes_on_once_fixed(
+        store_settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.build import build
+
+    from .smtp_server import ScriptedSmtp
+
+    assert build(store_settings).ok
+    server = ScriptedSmtp({"AUTH": ["535 5.7.8 bad credentials"] * 8}, extensions=("AUTH PLAIN",)).start()
+    try:
+        monkeypatch.setenv("NEWSLETTER_PROVIDER", "smtp")
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", f"smtp://editor:secret@127.0.0.1:{server.port}")
+        monkeypatch.setenv("NEWSLETTER_BATCH_SIZE", "4")
+        add(store, [(f"r{n}@example.net", "") for n in range(6)])
+        assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
+
+        first = run("scheduler", "--once")
+        assert "Traceback" not in first.output and "secret" not in first.output
+        assert "held: send #1: the SMTP server refused the login (535); nothing was sent" in first.output
+        data = json.loads(run("sends", "1", "--json").output)
+        counts = {status: n for status, n in data["counts"].items() if n}
+        assert data["status"] == "held" and counts == {"pending": 6}  # nobody failed: it was our set-up
+
+        server.answers["AUTH"] = ["235 2.7.0 accepted"] * 8  # the editor fixes the password
+        assert run("resolve", "1", "--send-late").exit_code == 0
+        second = run("scheduler", "--once")
+        assert second.exit_code == 0, second.output
+        done = json.loads(run("sends", "1", "--json").output)
+        assert server.delivered == 6 and done["status"] == "sent" and done["counts"]["sent"] == 6
+    finally:
+        server.stop()
