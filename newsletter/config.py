@@ -123,9 +123,21 @@ class Settings:
 
     @cached_property  # parsed once: it is asked for every message
     def sender_address(self) -> str:
+        """The sender's address as it goes on the wire: an internationalised domain in its ASCII (punycode) form."""
         from email.utils import parseaddr
 
-        return parseaddr(self.sender)[1]
+        from .addressing import wire_address
+
+        return wire_address(parseaddr(self.sender)[1])
+
+    @cached_property
+    def sender_header(self) -> str:
+        """The From header: the sender as written, with the domain in ASCII where it was not."""
+        from email.utils import formataddr, parseaddr
+
+        if parseaddr(self.sender)[1] == self.sender_address:
+            return self.sender
+        return formataddr((self.sender_name, self.sender_address))
 
     @cached_property
     def sender_name(self) -> str:
@@ -172,6 +184,9 @@ def _as_bool(key: str, value: object, where: str) -> bool:
     raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
 
 
+FLOAT_MAX = 10_000_000  # seconds, hours or messages: far past any sensible value, far inside a date's range
+
+
 def _as_float(key: str, value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")
@@ -179,6 +194,8 @@ def _as_float(key: str, value: object, where: str) -> float:
         number = float(value)
     except ValueError:
         raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}") from None
+    if not abs(number) <= FLOAT_MAX:  # inf, nan and the absurd: times built from them would overflow
+        raise ConfigError(f"{where}: '{key}' must be a number no larger than {FLOAT_MAX:,.0f}, not {value!r}")
     if key in POSITIVE and not number > 0:
         raise ConfigError(f"{where}: '{key}' must be greater than 0, not {value!r}")
     if key in NO_LIMIT and not number >= 0:
@@ -234,16 +251,25 @@ _ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\]
 
 
 def _check_sender(value: str, where: str) -> None:
-    from email.utils import parseaddr
+    from email.utils import getaddresses, parseaddr
+
+    from .addressing import UnsendableAddress, wire_address
 
     if "\n" in value or "\r" in value or "\0" in value:
         raise ConfigError(f"{where}: 'sender' must be one line")
     _, address = parseaddr(value)
-    if not _ADDRESS.fullmatch(address) or (value.strip() != address and "<" not in value):
+    if not _ADDRESS.fullmatch(address) or (value.strip() != address and "<" not in value) or len(getaddresses([value])) != 1:
         raise ConfigError(
-            f"{where}: 'sender' must be an address such as \"Site Name <editor@example.org>\" or editor@example.org, "
+            f"{where}: 'sender' must be one address such as \"Site Name <editor@example.org>\" or editor@example.org, "
             f"not {value!r}"
         )
+    if not address.rpartition("@")[0].isascii():
+        raise ConfigError(f"{where}: 'sender' has non-ASCII letters before the @, which few mail servers accept; "
+                          "use an ASCII address to send from")
+    try:
+        wire_address(address)
+    except UnsendableAddress as exc:
+        raise ConfigError(f"{where}: 'sender' cannot be sent from ({exc})") from None
 
 
 def _key_line(text: str, key: str) -> int | None:

@@ -112,7 +112,7 @@ def _date() -> str:
 
 # -- the reference: the email package, recipient by recipient -------------------
 def _shared_headers(message: EmailMessage, settings: Settings, issue: Issue) -> None:
-    message["From"] = settings.sender
+    message["From"] = settings.sender_header
     message["Subject"] = issue.subject
     message["List-Unsubscribe-Post"] = ONE_CLICK
     message["List-Id"] = list_id(settings)

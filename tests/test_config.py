@@ -92,7 +92,8 @@ def test_cli_shows_the_http_warning_and_still_runs(project: Path, monkeypatch: p
     assert "warning: environment variable NEWSLETTER_BASE_URL: 'base_url' is http://" in result.stderr
 
 
-@pytest.mark.parametrize("value", ["not an address", "editor@", "Editor <editor>", "a@b.c, d@e.f", "Ed\\n <e@example.org>"])
+@pytest.mark.parametrize("value", ["not an address", "editor@", "Editor <editor>", "a@b.c, d@e.f", "Ed\\n <e@example.org>",
+                                   "Ed <e@example.com>, other@example.net", "Jörg <jörg@example.com>"])
 def test_sender_that_is_not_an_address_is_refused_with_its_line(project: Path, value: str) -> None:
     (project / "newsletter.toml").write_text(f'# comment\nsender = "{value}"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"newsletter.toml:2: 'sender'"):
@@ -102,6 +103,12 @@ def test_sender_that_is_not_an_address_is_refused_with_its_line(project: Path, v
 @pytest.mark.parametrize("value", ["editor@example.org", "Say What <editor@example.org>", '"Ed, Jr." <ed@bücher.de>'])
 def test_ordinary_senders_are_accepted(project: Path, value: str) -> None:
     assert load_settings(project, environ={"NEWSLETTER_SENDER": value}).sender == value
+
+
+def test_a_sender_at_an_international_domain_goes_out_in_its_ascii_form(project: Path) -> None:
+    settings = load_settings(project, environ={"NEWSLETTER_SENDER": "Ed <editor@bücher.example>"})
+    assert settings.sender_address == "editor@xn--bcher-kva.example"
+    assert settings.sender_header == "Ed <editor@xn--bcher-kva.example>"
 
 
 @pytest.mark.parametrize(("value", "ok"), [(1, True), (1000, True), (1001, False), (5000, False), (0, False), (-3, False)])
@@ -156,3 +163,9 @@ def test_a_postal_address_may_span_lines(project: Path) -> None:
     for key in ("LEASE_SECONDS", "RETRY_AFTER", "RETRY_FOR_HOURS"):
         with pytest.raises(ConfigError, match=f"NEWSLETTER_{key}: '{key.lower()}' must be greater than 0"):
             load_settings(project, environ={f"NEWSLETTER_{key}": "0"})
+
+
+@pytest.mark.parametrize(("key", "value"), [("LEASE_SECONDS", "inf"), ("RETRY_AFTER", "1e12"), ("RETRY_FOR_HOURS", "-inf")])
+def test_a_number_too_large_for_any_time_is_refused_naming_the_variable(project: Path, key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"NEWSLETTER_{key}.*no larger than 10,000,000"):
+        load_settings(project, environ={f"NEWSLETTER_{key}": value})

@@ -106,6 +106,8 @@ def test_each_smtp_recipient_gets_the_outcome_the_server_gave(scripted: SmtpServ
     assert "in doubt  r5@example.net:" in detail
     data = json.loads(run("sends", "1", "--json").output)
     assert data["counts"]["sent"] == 6 and data["status"] == "sent"
+    nowhere = run("sends", "1", "--export", "/nonexistent/missed.csv")
+    assert nowhere.exit_code == 1 and "cannot write /nonexistent/missed.csv" in nowhere.output and "Traceback" not in nowhere.output
     assert {m["email"]: m["outcome"] for m in data["missed"]}["r4@example.net"] == "failed"
 
 

@@ -71,6 +71,8 @@ def scripted(settings: Settings) -> Iterator[Scripted]:
 def test_an_smtp_url_that_is_not_smtp_names_the_setting(settings: Settings) -> None:
     with pytest.raises(ConfigError, match=r"NEWSLETTER_SMTP_URL must look like smtp://user:password@host:587, not http://…"):
         SmtpProvider(dataclasses.replace(settings, smtp_url="http://mail.example.org"))
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_SMTP_URL is not a URL"):
+        SmtpProvider(dataclasses.replace(settings, smtp_url="smtp://[::1"))
 
 
 def test_a_refused_login_fails_the_batch_without_retrying_and_closes_the_connection(scripted: Scripted) -> None:

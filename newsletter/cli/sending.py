@@ -235,7 +235,11 @@ def _export_missed(people: Iterable[Missed], path: Path) -> int:
     from ..store.csvexport import neutralise
 
     count = 0
-    with open(path, "w", encoding="utf-8", newline="") as handle:
+    try:
+        handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path} ({exc.strerror}); choose a file in a folder you may write to") from None
+    with handle:
         writer = csv.writer(handle)
         writer.writerow(["email", "name", "outcome", "reason", "attempts", "next_attempt_at"])
         for person in people:

@@ -54,7 +54,10 @@ def _asks_to_slow_down(refusal: _Refused) -> bool:
 
 
 def _parse(url_text: str) -> tuple[bool, str, int, str | None, str | None]:
-    url = urlsplit(url_text)
+    try:
+        url = urlsplit(url_text)
+    except ValueError:  # an unclosed [ of an IPv6 address, and the like
+        raise ConfigError("NEWSLETTER_SMTP_URL is not a URL; write it as smtp://user:password@host:587") from None
     if url.scheme not in ("smtp", "smtps") or not url.hostname:
         raise ConfigError(f"NEWSLETTER_SMTP_URL must look like smtp://user:password@host:587, not {url.scheme}://…")
     implicit_tls = url.scheme == "smtps"
