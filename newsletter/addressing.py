@@ -53,12 +53,12 @@ class _PreparedTo:
     """A header object as email.policy.EmailPolicy documents them: a `name`, and a `fold`.
     Its text is final, so the email package does not parse (or decode) it again."""
 
-    def __init__(self, text: str):
-        self.name = "To"
+    def __init__(self, text: str, name: str = "To"):
+        self.name = name
         self._text = text
 
     def fold(self, *, policy: Policy) -> str:
-        return f"{self.name}: {self._text}{policy.linesep}"
+        return f"{self.name}: {self._text.replace(chr(10), policy.linesep)}{policy.linesep}"
 
     def __str__(self) -> str:
         return self._text
@@ -78,3 +78,14 @@ def to_header(name: str, address: str) -> _PreparedTo:
     # At most 200 characters of name keep it well inside the 998 of a header line.
     encoded = base64.b64encode(name.encode("utf-8")).decode("ascii")
     return _PreparedTo(f"=?utf-8?b?{encoded}?= <{address}>")
+
+
+def subject_header(subject: str) -> str | _PreparedTo:
+    """What to assign to message["Subject"]: the text itself, or, where it holds something shaped
+    like an encoded-word (=?utf-8?b?…?=) that readers would decode, the whole of it encoded, so
+    they show the title as written."""
+    if "=?" not in subject:
+        return subject
+    from email.header import Header
+
+    return _PreparedTo(Header(subject, "utf-8", header_name="Subject").encode(linesep="\n"), name="Subject")

@@ -26,7 +26,7 @@ from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .addressing import to_header
+from .addressing import subject_header, to_header
 from .config import Settings
 from .personalize import UNSUBSCRIBE_PLACEHOLDER, personal_html, personal_text
 
@@ -113,7 +113,7 @@ def _date() -> str:
 # -- the reference: the email package, recipient by recipient -------------------
 def _shared_headers(message: EmailMessage, settings: Settings, issue: Issue) -> None:
     message["From"] = settings.sender_header
-    message["Subject"] = issue.subject
+    message["Subject"] = subject_header(issue.subject)
     message["List-Unsubscribe-Post"] = ONE_CLICK
     message["List-Id"] = list_id(settings)
 

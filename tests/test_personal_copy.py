@@ -86,6 +86,13 @@ def test_a_copy_reads_as_the_email_packages_own_build_for_any_name(settings: Set
         assert len(copy["To"].addresses) == 1, "a name never becomes a second address"
 
 
+@pytest.mark.parametrize("title", ["=?utf-8?b?QmNjOiBldmlsQGV4YW1wbGUuY29t?=", "Ünïcode and =?x?q?y?= " + "long words " * 12])
+def test_a_title_shaped_like_an_encoded_word_reads_as_written(settings: Settings, title: str) -> None:
+    the_issue = dataclasses.replace(issue(), subject=title)
+    copy = same_as_the_email_package(settings, the_issue, Recipient("reader@example.net", "", "https://example.com/u", 17, 41))
+    assert copy is not None and copy["Subject"] == title  # not "Bcc: evil@example.com"
+
+
 def test_the_unsubscribe_link_survives_every_line_break_position_in_both_parts(settings: Settings) -> None:
     text = f"Plain line.\nDésabonnez-vous : {UNSUBSCRIBE_PLACEHOLDER} \n{UNSUBSCRIBE_PLACEHOLDER}\n.dot first\nend"
     html = f'<p>é</p>\n<a href="{UNSUBSCRIBE_PLACEHOLDER}">Unsubscribe</a> — <b>{UNSUBSCRIBE_PLACEHOLDER}</b>\n'
