@@ -214,3 +214,10 @@ def test_add_says_when_it_made_line_breaks_in_a_name_spaces(store: Store, store_
         "Added ada@example.com as 'Ada Lovelace': line breaks in the name were made spaces")
     assert names(store) == {"ada@example.com": "Ada Lovelace"}
     assert CliRunner().invoke(cli, ["subscribers", "add", "bert@example.org", "--name", "Bert"]).output.strip() == "Added bert@example.org"
+
+
+def test_a_quoted_value_with_a_line_break_and_an_address_inside_is_text_not_a_swallowed_row(store: Store, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "list.csv", 'email,name\r\na1@example.com,"Evil\r\nBcc: victim@example.org"\r\na2@example.com,B\r\n')
+    report = import_csv(store, path)
+    assert report.invalid == [] and report.added == 2
+    assert names(store)["a1@example.com"] == "Evil Bcc: victim@example.org"  # one line, literal text

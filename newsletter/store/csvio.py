@@ -168,6 +168,14 @@ class _Record:
     columns: _Columns
     values: list[str]
     unclosed: bool  # a quote opened in it was never closed
+    delimiter: str = ","
+
+
+def _row_like(line: str, delimiter: str) -> bool:
+    """Whether a line inside a value reads as a row of the file (an address, alone or among cells):
+    then an unclosed quote took it in. "Bcc: someone@example.org" in a name is only text."""
+    stripped = line.strip()
+    return bool(_ADDRESS_LIKE.fullmatch(stripped) or (delimiter in stripped and _ADDRESS_LIKE.search(stripped)))
 
 
 def _header(path: Path, handle: io.TextIOWrapper) -> tuple[str, int, str]:
@@ -207,7 +215,7 @@ def _records(path: Path, handle: io.TextIOWrapper) -> Iterator[_Record]:
             unclosed = _never_closed("".join(raw), delimiter)
             raw.clear()
             if any(v.strip() for v in values):
-                yield _Record(start + skipped, last + skipped, columns, values, unclosed)
+                yield _Record(start + skipped, last + skipped, columns, values, unclosed, delimiter)
     except UnicodeDecodeError as exc:
         raise CsvError(f"{path}: is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV. Nothing was imported.") from None
     except csv.Error as exc:
@@ -306,7 +314,7 @@ def _parse(record: _Record, report: ImportReport) -> _Row | None:
         return unneutralise(values[index]) if index is not None and index < len(values) else ""
 
     email = cell(columns.email).strip()
-    if last > first and any(_ADDRESS_LIKE.search(line) for v in values for line in v.splitlines()[1:]):
+    if last > first and any(_row_like(line, record.delimiter) for v in values for line in v.splitlines()[1:]):
         report.invalid.append(RowNote(first, email, (
             f"a quote opened in this row is not closed, so lines {first + 1}–{last} were read into it; "
             "close the quote and import the file again")))
