@@ -173,3 +173,20 @@ def test_a_send_just_frozen_counts_every_reader_pending_before_and_after_a_claim
         assert summary(conn, send_id).counts == {"pending": 25}  # ten rows now, fifteen still listed
         assert conn.execute(select(deliveries.c.id).where(deliveries.c.send_id == send_id)).scalars().all() == list(
             range(claimed.batch.first_delivery, claimed.batch.first_delivery + 10))
+
+
+def test_in_doubt_lines_of_several_batches_say_the_total() -> None:
+    from newsletter.cli.common import grouped
+
+    lines = [f"send #2 batch {n}: 1 delivery(ies) in doubt; the lease of scheduler s1 ran out" for n in range(4)]
+    assert grouped(lines) == ["send #2 batches 0, 1, 2, 3: 4 delivery(ies) in doubt; the lease of scheduler s1 ran out"]
+    refused = [f"send #2 batch {n}: the outbox is full" for n in (0, 0, 1)]
+    assert grouped(refused) == ["send #2 batches 0, 1 (3 times): the outbox is full"]
+
+
+def test_progress_says_100_percent_only_when_all_are_done() -> None:
+    from newsletter.cli.sending import _share
+    from newsletter.store.sends import Progress
+
+    assert _share(Progress(done=996, total=1000, per_minute=0, untried=4)) == "99%"
+    assert _share(Progress(done=1000, total=1000, per_minute=0, untried=0)) == "100%"

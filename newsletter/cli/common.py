@@ -156,6 +156,9 @@ def warn_before_build(settings: Settings) -> None:
 _IN_BATCH = re.compile(r"send #(\d+) batch (\d+): (.*)", re.DOTALL)
 
 
+_COUNTED = re.compile(r"(\d+) (delivery\(ies\) .*)", re.DOTALL)
+
+
 def grouped(lines: list[str]) -> list[str]:
     """One line per send and cause: the same refusal of several batches (every
     worker meeting a full disk, a retried batch) is said once, naming them all."""
@@ -176,7 +179,10 @@ def grouped(lines: list[str]) -> list[str]:
         distinct = sorted(set(numbers))
         where = f"batch {distinct[0]}" if len(distinct) == 1 else f"batches {', '.join(map(str, distinct))}"
         times = f" ({len(numbers)} times)" if len(numbers) > len(distinct) else ""
-        said.append(f"send #{send} {where}{times}: {text}")
+        line = text
+        if (counted := _COUNTED.match(text)) and len(numbers) > 1:  # "1 delivery(ies) in doubt" in each: say the sum
+            line, times = f"{int(counted[1]) * len(numbers)} {counted[2]}", ""
+        said.append(f"send #{send} {where}{times}: {line}")
     return said
 
 

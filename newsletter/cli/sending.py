@@ -158,14 +158,16 @@ def sends_(send_id: int | None, as_json: bool, export_to: Path | None) -> None:
 
 
 def _share(progress: Progress) -> str:
-    return f"{progress.done / progress.total:.0%}" if progress.total else "100%"
+    if not progress.total:
+        return "100%"
+    return f"{progress.done * 100 // progress.total}%"  # rounded down: 100% only when all are done
 
 
 def _describe(progress: Progress) -> str:
     """45% done (450 of 1,000), 120 sent a minute, about 5 min left."""
     pace = f"{progress.per_minute:,.0f} sent a minute" if progress.per_minute else "none sent in the last minute"
     left = progress.seconds_left
-    when = "" if left is None else ", none left to try" if not progress.untried else f", about {_duration(left)} left"
+    when = "" if left is None else ", none left to try now" if not progress.untried else f", {_duration(left)} left"
     return f"{_share(progress)} done ({progress.done:,} of {progress.total:,}), {pace}{when}"
 
 
@@ -173,7 +175,7 @@ def _duration(seconds: float) -> str:
     minutes = round(seconds / 60)
     if minutes < 1:
         return "under a minute"
-    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
+    return f"about {minutes} min" if minutes < 90 else f"about {minutes // 60} h {minutes % 60} min"
 
 
 SHOWN = (DeliveryStatus.SENT, DeliveryStatus.PENDING, DeliveryStatus.DEFERRED, DeliveryStatus.FAILED, DeliveryStatus.IN_DOUBT,
