@@ -42,6 +42,16 @@ EXPLAINED: dict[str, str] = {
     "grace_hours": "A send found later than this is held until you confirm it (`newsletter resolve SEND --send-late`).",
     "timezone": "The zone of `newsletter queue --at` times written without an offset, e.g. Europe/London.",
     "language": "The language of the emails and pages (an HTML lang code).",
+    "retry_after": "Seconds before a recipient refused for now (a 4xx) is tried again; the wait doubles each time.",
+    "retry_for_hours": "How long a recipient refused for now is retried before it counts as failed.",
+    "lease_seconds": "How long another scheduler waits before taking over the batches of one that stopped answering.",
+    "confirm_hours": "A signup's confirmation link expires after this long.",
+    "signup_min_seconds": "A form posted sooner than this after it was shown is taken for a bot.",
+    "signup_per_address_per_day": "Confirmation emails one address can be sent in a day.",
+    "signup_per_ip_per_hour": "Signups one network can make in an hour.",
+    "signup_origins": "Other sites (https://example.org, comma-separated) whose signup forms may post to /subscribe.",
+    "welcome_newest_issue": "After the welcome email, also send the newest issue the list received.",
+    "max_request_bytes": "The public app refuses a larger request body (413).",
 }
 
 GITIGNORE = """\

@@ -128,3 +128,15 @@ def test_a_template_of_its_own_replaces_only_that_part(empty: Path) -> None:
     assert after["email.txt"] != before["email.txt"]
     assert after["email.html"] == before["email.html"] and after["index.html"] == before["index.html"]
     assert "Read this issue on the web:" in (PACKAGED_TEMPLATES / "email.txt.j2").read_text(encoding="utf-8")
+
+
+def test_every_setting_in_a_new_newsletter_toml_is_explained() -> None:
+    import dataclasses
+
+    from newsletter.config import Settings
+    from newsletter.scaffold import settings_file
+
+    text = settings_file("My Newsletter")
+    for item in dataclasses.fields(Settings):
+        if f"{item.name} =" in text:
+            assert f"# {item.name.replace('_', ' ').capitalize()}.\n" not in text, f"{item.name} has no explanation"
