@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .errors import NewsletterError
 from .messages import Issue, Recipient
-from .providers import IDEMPOTENT, SETTLES_EACH, DeliveryFailed, OutcomeUnknown
+from .providers import IDEMPOTENT, SETTLES_EACH, BeforeTheWire, DeliveryFailed, OutcomeUnknown
 from .store import deliveries as ops
 from .store.db import describe_failure, for_writing
 from .store.deliveries import Claimed, Outcome
@@ -250,12 +250,12 @@ class Worker:
         """An unexpected error: what may have gone out is in doubt, the send is held with the error."""
         ledger.flush()
         unsettled = [r for r in recipients if r.delivery_id not in ledger.settled]
-        error = f"{type(exc).__name__}: {exc}"
-        # An idempotent provider (the outbox) can simply try again: nothing is in doubt there.
-        if ledger.at_once and per_message:
-            ledger.settle_rest(unsettled[:1], DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
-        elif ledger.at_once:
-            ledger.settle_rest(unsettled, DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
+        error = str(exc) if isinstance(exc, BeforeTheWire) else f"{type(exc).__name__}: {exc}"
+        # In doubt: the message on the wire (or the whole request). Nothing with an idempotent provider
+        # (the outbox simply tries again), nor when the provider says the error came before the message began.
+        doubtful = [] if isinstance(exc, BeforeTheWire) or not ledger.at_once else unsettled[:1] if per_message else unsettled
+        if doubtful:
+            ledger.settle_rest(doubtful, DeliveryStatus.IN_DOUBT, f"an unexpected error while sending ({error})")
         ledger.flush()  # before the send is held: what is in doubt is on record first
         batch = claimed.batch
         self._hold(claimed, f"held after an unexpected error in batch {batch.number}: {error}; once it is fixed, "

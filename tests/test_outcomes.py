@@ -325,3 +325,25 @@ def test_a_refused_login_holds_the_send_with_nobody_failed_and_it_goes_on_once_f
         assert server.delivered == 6 and done["status"] == "sent" and done["counts"]["sent"] == 6
     finally:
         server.stop()
+
+
+def test_an_unexpected_error_before_a_message_began_holds_the_send_with_nobody_in_doubt(
+        scripted: SmtpServer, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.providers.smtp import SmtpProvider
+
+    add(store, [(f"r{n}@example.net", "") for n in range(3)])
+    real = SmtpProvider._transfer
+
+    def breaks_before_mail_for_r1(self, server, address, data, utf8, on_wire):  # a bug of ours, not the server's answer
+        if address == "r1@example.net":
+            raise UnicodeEncodeError("ascii", "jörg", 1, 2, "ordinal not in range(128)")
+        return real(self, server, address, data, utf8, on_wire)
+
+    monkeypatch.setattr(SmtpProvider, "_transfer", breaks_before_mail_for_r1)
+    monkeypatch.setenv("NEWSLETTER_CONCURRENCY", "1")
+    assert run("queue", NEWEST, "--at", "now", "--yes").exit_code == 0
+    result = run("scheduler", "--once")
+    assert "Traceback" not in result.output and "UnicodeEncodeError" in result.output
+    data = json.loads(run("sends", "1", "--json").output)
+    assert data["status"] == "held" and data["counts"]["in_doubt"] == 0  # r1 was never on the wire
+    assert outcomes(store)["r0@example.net"] == ("sent", "") and outcomes(store)["r1@example.net"][0] == "pending"

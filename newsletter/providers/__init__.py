@@ -56,6 +56,11 @@ class OutcomeUnknown(Exception):
     """The provider may have accepted part or all of the batch."""
 
 
+class BeforeTheWire(Exception):
+    """An unexpected error before the message being sent began (MAIL, RCPT): nothing of it can have been
+    accepted, so the send is held with nobody in doubt. Its text is the original error's."""
+
+
 class Outcomes(Protocol):
     def settle(self, recipient: Recipient, status: DeliveryStatus, reason: str = "") -> None: ...
 

@@ -27,7 +27,7 @@ from ..addressing import UnsendableAddress, needs_smtputf8, wire_address
 from ..config import ConfigError, Settings
 from ..messages import Issue, Recipient, personal_copy
 from ..store.schema import DeliveryStatus
-from . import DeliveryFailed, Outcomes
+from . import BeforeTheWire, DeliveryFailed, Outcomes
 
 _LINE_START_DOT = re.compile(rb"(?m)^\.")
 # A server sending us away (421), or refusing for now with words of rate ("too many", "slow down",
@@ -171,6 +171,11 @@ class SmtpProvider:
             else:
                 outcomes.settle(recipient, DeliveryStatus.DEFERRED, f"the connection broke before the message was sent ({exc})")
             return None
+        except Exception as exc:
+            if on_wire[0]:
+                raise  # the message may have been accepted: in doubt, as any unexpected error
+            _close(server)
+            raise BeforeTheWire(f"{type(exc).__name__}: {exc}") from exc
         outcomes.settle(recipient, DeliveryStatus.SENT)
         return server
 
