@@ -96,6 +96,10 @@ class _Columns:
     name: int | None = None
     restored: dict[str, int] = field(default_factory=dict)  # status, source, created_at, status_changed_at
     attributes: list[tuple[int, str]] = field(default_factory=list)
+    width: int = 0  # the columns the header names: cells past them belong to none
+
+    def __post_init__(self) -> None:
+        self.width = max([self.email, self.name or 0, *self.restored.values(), *(i for i, _ in self.attributes)]) + 1
 
 
 @dataclass
@@ -339,7 +343,7 @@ def _parse(record: _Record, report: ImportReport) -> _Row | None:
         return None
     if changed:
         report.cleaned.append(RowNote(first, email, "line breaks or tabs in a value were made spaces"))
-    width = max([columns.email, columns.name or 0, *columns.restored.values(), *(i for i, _ in columns.attributes)]) + 1
+    width = columns.width
     if len(values) > width and any(v.strip() for v in values[width:]):
         report.cleaned.append(RowNote(first, email, f"has {len(values)} cells where the header has {width}, so the last "
                                                     "were dropped; quote a value that holds a comma"))
